@@ -1,0 +1,175 @@
+"""Which frame created a pool: cheap frame walks that produce raw tuples.
+
+Capture is cheap and formatting is late (the habit of ``tracemalloc``): the hot
+path only reads ``co_filename``, ``f_lineno`` and the code's name from live
+frames and keeps plain ``(file, line, function)`` tuples. No frame object, local
+variable or argument value is ever kept.
+
+The call site is the innermost *application* frame. A file is classified once
+(and cached) as:
+
+* ``INTERNAL``: ``concurrent.futures`` and executor_guard itself; always skipped,
+* ``LIBRARY``: the standard library and installed third-party packages,
+* ``APP``: everything else, which is the code the user can change.
+
+The *creator* is the innermost frame that is not internal: for a pool made by
+``tqdm.contrib.concurrent.thread_map`` it is tqdm's line, while the call site is
+the application line that called ``thread_map``.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+import sysconfig
+from types import CodeType, FrameType
+from typing import Callable, Optional
+
+APP = 0
+LIBRARY = 1
+INTERNAL = 2
+
+#: A frame as recorded: absolute-or-as-compiled file, line number, function name.
+Frame = tuple[str, int, str]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_CACHE_LIMIT = 8192
+
+if sys.version_info >= (3, 11):
+
+    def code_name(code: CodeType) -> str:
+        """The qualified name of a code object (``Class.method``)."""
+        return code.co_qualname
+
+else:  # pragma: no cover - exercised on 3.9 and 3.10 only
+
+    def code_name(code: CodeType) -> str:
+        """The name of a code object (qualified names need 3.11)."""
+        return code.co_name
+
+
+def _dirs(paths: list[str]) -> tuple[str, ...]:
+    found: list[str] = []
+    for path in paths:
+        if not path:
+            continue
+        for candidate in (os.path.abspath(path), os.path.realpath(path)):
+            prefix = candidate.rstrip(os.sep) + os.sep
+            if prefix not in found:
+                found.append(prefix)
+    return tuple(found)
+
+
+def _library_prefixes() -> tuple[str, ...]:
+    paths: list[str] = []
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        try:
+            paths.append(sysconfig.get_paths()[key])
+        except (KeyError, OSError):  # pragma: no cover - broken installs
+            pass
+    for get in (getattr(site, "getsitepackages", None),):
+        if get is not None:
+            try:
+                paths.extend(get())
+            except Exception:  # pragma: no cover - virtualenv's old site.py
+                pass
+    user_site = getattr(site, "USER_SITE", None)
+    if isinstance(user_site, str):
+        paths.append(user_site)
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        paths.append(os.path.join(prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}"))
+    return _dirs(paths)
+
+
+def _internal_prefixes() -> tuple[str, ...]:
+    import concurrent.futures
+
+    return _dirs([_PACKAGE_DIR, os.path.dirname(os.path.abspath(concurrent.futures.__file__))])
+
+
+class Classifier:
+    """Classify source files as APP, LIBRARY or INTERNAL, caching by file name.
+
+    The prefixes are computed once; the cache is a plain dict read on the hot
+    path and cleared when it grows past a bound (generated code can have a
+    file name per function).
+    """
+
+    def __init__(
+        self,
+        library: Optional[tuple[str, ...]] = None,
+        internal: Optional[tuple[str, ...]] = None,
+    ) -> None:
+        self.library = _library_prefixes() if library is None else library
+        self.internal = _internal_prefixes() if internal is None else internal
+        self.cache: dict[str, int] = {}
+
+    def __call__(self, filename: str) -> int:
+        kind = self.cache.get(filename)
+        if kind is None:
+            kind = self.classify(filename)
+            if len(self.cache) >= _CACHE_LIMIT:
+                self.cache.clear()
+            self.cache[filename] = kind
+        return kind
+
+    def classify(self, filename: str) -> int:
+        """The kind of ``filename``, without the cache."""
+        if filename.startswith("<"):
+            # "<frozen importlib._bootstrap>" is the standard library; "<string>",
+            # "<stdin>" and notebook cells are the user's own code.
+            return LIBRARY if filename.startswith("<frozen") else APP
+        path = os.path.abspath(filename) if not os.path.isabs(filename) else filename
+        if path.startswith(self.internal):
+            return INTERNAL
+        if path.startswith(self.library):
+            return LIBRARY
+        parts = path.split(os.sep)
+        if "site-packages" in parts or "dist-packages" in parts:
+            return LIBRARY
+        return APP
+
+
+def locate(
+    frame: Optional[FrameType],
+    kind_of: Callable[[str], int],
+    skip: Optional[frozenset[int]] = None,
+) -> tuple[Optional[FrameType], Optional[FrameType]]:
+    """Return ``(creator, site)`` frames walking outwards from ``frame``.
+
+    ``skip`` holds ``id()``s of code objects to pass over as if internal: the
+    ``__init__`` methods of a user subclass, which run *inside* the construction
+    and would otherwise be taken as the call site of every instance. When no
+    application frame exists the site is the creator.
+    """
+    creator = None
+    while frame is not None:
+        code = frame.f_code
+        kind = kind_of(code.co_filename)
+        if kind != INTERNAL and (skip is None or id(code) not in skip):
+            if creator is None:
+                creator = frame
+            if kind == APP:
+                return creator, frame
+        frame = frame.f_back
+    return creator, creator
+
+
+def describe(frame: FrameType) -> Frame:
+    """The recorded form of one frame."""
+    code = frame.f_code
+    return (code.co_filename, frame.f_lineno, code_name(code))
+
+
+def stack(frame: Optional[FrameType], depth: int) -> tuple[Frame, ...]:
+    """Up to ``depth`` frames from ``frame`` outwards, innermost last."""
+    frames: list[Frame] = []
+    append = frames.append
+    while frame is not None and depth > 0:
+        code = frame.f_code
+        append((code.co_filename, frame.f_lineno, code_name(code)))
+        frame = frame.f_back
+        depth -= 1
+    frames.reverse()
+    return tuple(frames)

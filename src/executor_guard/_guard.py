@@ -1,0 +1,370 @@
+"""The guard: one configuration, its registry and policy, and the public API.
+
+Data flows one way: patched constructor -> :meth:`Guard.before_init` (call
+site, stack) -> registry -> policy -> output. The global state is one small
+object, :data:`_state`, holding the active guard and the stack of guards that
+``guarded()`` blocks suspended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any, Optional
+
+from . import _callsite, _config, _patch, _registry
+from ._callsite import Classifier, code_name, locate
+from ._diagnostics import internal_error
+from ._policy import Policy
+from ._pools import pending_and_workers
+from ._report import Report, build
+from .exceptions import ExecutorChurnWarning
+
+_current_thread = threading.current_thread
+_active_count = threading.active_count
+
+#: How many user subclasses have their constructor code ids cached.
+_TYPE_CACHE_LIMIT = 1024
+
+
+class _TypeInfo:
+    """Code ids of a class's own constructor and shutdown chain, and its ``__exit__``."""
+
+    __slots__ = ("exit", "init", "shutdown")
+
+    def __init__(self, cls: type) -> None:
+        self.init = self._codes(cls, "__init__")
+        self.shutdown = self._codes(cls, "shutdown")
+        self.exit = self._codes(cls, "__exit__")
+
+    @staticmethod
+    def _codes(cls: type, name: str) -> frozenset[int]:
+        ids = set()
+        for klass in cls.__mro__:
+            function = vars(klass).get(name)
+            code = getattr(function, "__code__", None)
+            if code is not None:
+                ids.add(id(code))
+            original = getattr(function, "__wrapped__", None)
+            code = getattr(original, "__code__", None)
+            if code is not None:
+                ids.add(id(code))
+        return frozenset(ids)
+
+
+class _State:
+    """The module's global state, in one place."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.guard: Optional[Guard] = None
+        self.suspended: list[Optional[Guard]] = []
+        self.installed: Optional[Guard] = None
+        self.last: Optional[Guard] = None
+        self.classifier: Optional[Classifier] = None
+        self.types: dict[type, _TypeInfo] = {}
+        self.fork_hook = False
+        self.filter_added: Optional[tuple[Any, ...]] = None
+
+
+_state = _State()
+
+
+def _type_info(cls: type) -> _TypeInfo:
+    info = _state.types.get(cls)
+    if info is None:
+        if len(_state.types) >= _TYPE_CACHE_LIMIT:
+            _state.types.clear()
+        info = _state.types[cls] = _TypeInfo(cls)
+    return info
+
+
+class Guard:
+    """An active configuration with its own registry.
+
+    Obtained from :func:`install` or ``with guarded() as guard``; ``report()``
+    describes what this guard recorded.
+    """
+
+    def __init__(self, config: _config.Config) -> None:
+        self.config = config
+        self.registry = _registry.Registry(config)
+        self.policy = Policy(config)
+        if _state.classifier is None:
+            _state.classifier = Classifier()
+        self._kind_of = _state.classifier
+
+    # -- hooks called by the patched methods -------------------------------
+
+    def before_init(self, pool: Any, frame: Optional[FrameType]) -> Optional[_registry.Record]:
+        """Record a pool being built; may raise on purpose (``raise`` mode, warning filters)."""
+        __tracebackhide__ = True
+        try:
+            cls = type(pool)
+            info = _state.types.get(cls) or _type_info(cls)
+            creator, site = locate(frame, self._kind_of, info.init)
+            if site is None or creator is None:
+                return None
+            code = site.f_code
+            key = (code.co_filename, site.f_lineno, code_name(code))
+            registry = self.registry
+            stack = (
+                _callsite.stack(creator, self.config.stack_depth)
+                if registry.wants_stack(key)
+                else None
+            )
+            record, crossing = registry.enter(
+                pool,
+                key,
+                _callsite.describe(creator) if creator is not site else key,
+                site.f_globals.get("__name__", "") if key not in registry.sites else "",
+                stack,
+                _current_thread().name,
+                _active_count(),
+            )
+        except Exception as exc:
+            internal_error("recording a pool creation", exc)
+            return None
+        if crossing is not None:
+            try:
+                self.policy.act(crossing, site)
+            except BaseException:
+                if record is not None:
+                    self.registry.abandon(record, refused=True)
+                raise
+        return record
+
+    def init_failed(self, record: _registry.Record) -> None:
+        """The original constructor raised: the pool was never built."""
+        try:
+            self.registry.abandon(record, refused=False)
+        except Exception as exc:
+            internal_error("undoing a failed pool creation", exc)
+
+    def before_shutdown(
+        self, pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any], frame: Optional[FrameType]
+    ) -> None:
+        """Record how ``pool`` is being shut down (its first shutdown only)."""
+        try:
+            wait = args[0] if args else kwargs.get("wait", True)
+            cancel = bool(args[1] if len(args) > 1 else kwargs.get("cancel_futures", False))
+            if wait:
+                mode = "context" if self._in_exit(pool, frame) else "wait"
+                pending, threads = False, None
+            else:
+                mode = "nowait"
+                pending, threads = pending_and_workers(pool)
+            self.registry.shutdown(pool, mode, cancel, pending, threads)
+        except Exception as exc:
+            internal_error("recording a pool shutdown", exc)
+
+    @staticmethod
+    def _in_exit(pool: Any, frame: Optional[FrameType]) -> bool:
+        info = _type_info(type(pool))
+        while frame is not None and id(frame.f_code) in info.shutdown:
+            frame = frame.f_back
+        return frame is not None and id(frame.f_code) in info.exit
+
+    # -- reporting ----------------------------------------------------------
+
+    def report(self) -> Report:
+        """A report of everything this guard recorded so far."""
+        from ._process import figures
+
+        # Figures first: importing psutil takes a while, and the snapshot should
+        # be the later, fresher of the two.
+        process = figures()
+        return Report(build(self.registry.snapshot(), process, time.time()))
+
+    def reset(self) -> None:
+        """Forget everything recorded (open pools included)."""
+        self.registry.forget_records()
+        self.registry = _registry.Registry(self.config)
+
+    def _reconfigure(self, config: _config.Config) -> None:
+        self.config = config
+        self.registry.config = config
+        self.policy = Policy(config)
+
+    def __repr__(self) -> str:
+        active = "active" if _state.guard is self else "inactive"
+        return f"<executor_guard.Guard {active} mode={self.config.mode} threshold={self.config.threshold}>"
+
+
+# -- warnings filter ---------------------------------------------------------
+
+_STOCK_IGNORE = ("ignore", None, ResourceWarning, None, 0)
+
+
+def _add_warning_filter() -> None:
+    """Show ExecutorChurnWarning by default, yet let the user's filters win.
+
+    Python ignores ResourceWarning by default through a filter at the end of
+    the list; ours goes just before that stock filter, so any -W,
+    PYTHONWARNINGS or filterwarnings() entry the user added earlier still wins.
+    """
+    entry = ("default", None, ExecutorChurnWarning, None, 0)
+    filters: list[Any] = warnings.filters  # type: ignore[attr-defined]
+    if entry in filters:
+        return
+    try:
+        index = filters.index(_STOCK_IGNORE)
+    except ValueError:
+        index = len(filters)
+    filters.insert(index, entry)
+    # An append of an existing entry changes nothing but tells the warnings
+    # machinery that the filters changed (public API, unlike _filters_mutated).
+    warnings.filterwarnings("default", category=ExecutorChurnWarning, append=True)
+    _state.filter_added = entry
+
+
+def _remove_warning_filter() -> None:
+    entry = _state.filter_added
+    if entry is None:
+        return
+    _state.filter_added = None
+    filters: list[Any] = warnings.filters  # type: ignore[attr-defined]
+    with contextlib.suppress(ValueError):
+        filters.remove(entry)
+        # Appending then removing an entry that matches nothing real is the
+        # public way to make the warnings module drop its cached decisions.
+        warnings.filterwarnings("ignore", category=_NeverWarning, append=True)
+        filters.remove(("ignore", None, _NeverWarning, None, 0))
+
+
+class _NeverWarning(Warning):
+    """Only used to make the warnings module notice that its filters changed."""
+
+
+# -- fork ------------------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    _registry.reset_after_fork()
+    _state.lock = threading.RLock()
+    guard = _state.guard
+    if guard is not None:
+        guard.registry = _registry.Registry(guard.config)
+
+
+def _ensure_fork_hook() -> None:
+    if not _state.fork_hook and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _state.fork_hook = True
+
+
+# -- public API ----------------------------------------------------------------
+
+
+def _activate(guard: Guard) -> None:
+    _state.guard = guard
+    _state.last = guard
+    _ensure_fork_hook()
+    _patch.install(guard)
+    if guard.config.mode == "warn":
+        _add_warning_filter()
+    else:
+        _remove_warning_filter()
+
+
+def _deactivate() -> list[str]:
+    _state.guard = None
+    left = _patch.uninstall()
+    _remove_warning_filter()
+    return left
+
+
+def install(**options: Any) -> Guard:
+    """Start guarding every pool created from now on; return the active guard.
+
+    Idempotent: called again, it applies the new options to the active guard
+    and keeps what was recorded. After :func:`uninstall`, it resumes recording
+    into the same registry (:func:`reset` empties it). Raises
+    :class:`~executor_guard.ConfigError` for a bad option.
+    """
+    with _state.lock:
+        guard = _state.guard
+        if guard is None:
+            guard = _state.installed
+        if guard is None:
+            guard = Guard(_config.from_options(None, **options))
+        else:
+            guard._reconfigure(_config.from_options(guard.config, **options))
+        if not _state.suspended:
+            _state.installed = guard
+        _activate(guard)
+        return guard
+
+
+def uninstall() -> None:
+    """Stop recording and restore the original classes; what was recorded stays.
+
+    Pools still open keep the ``open`` shutdown mode: their later shutdown can
+    no longer be seen.
+    """
+    with _state.lock:
+        guard = _state.guard
+        _state.suspended.clear()
+        left = _deactivate()
+        if guard is not None:
+            guard.registry.forget_records()
+    if left:
+        from ._diagnostics import say
+
+        say("left patched because other code wrapped them since: " + ", ".join(left))
+
+
+@contextlib.contextmanager
+def guarded(**options: Any) -> Iterator[Guard]:
+    """Guard pools created inside the block, with a registry of their own.
+
+    A guard active before the block (from ``install``, the environment or the
+    pytest plugin) is suspended during the block and resumed after it; the
+    block's guard reports only what happened inside the block.
+    """
+    with _state.lock:
+        guard = Guard(_config.from_options(None, **options))
+        _state.suspended.append(_state.guard)
+        _activate(guard)
+    try:
+        yield guard
+    finally:
+        with _state.lock:
+            if _state.guard is guard and _state.suspended:
+                outer = _state.suspended.pop()
+                if outer is not None:
+                    _activate(outer)
+                else:
+                    _deactivate()
+                    _state.last = guard
+
+
+def active_guard() -> Optional[Guard]:
+    """The guard recording now, if any."""
+    return _state.guard
+
+
+def report() -> Report:
+    """A report of the active guard, or of the last one when none is active."""
+    guard = _state.guard or _state.last
+    if guard is None:
+        guard = Guard(_config.Config())
+    return guard.report()
+
+
+def reset() -> None:
+    """Empty the registry of the active (or last) guard."""
+    with _state.lock:
+        guard = _state.guard or _state.last
+        if guard is not None:
+            guard.reset()
+
+
+def is_installed() -> bool:
+    """Whether a guard is recording now."""
+    return _state.guard is not None

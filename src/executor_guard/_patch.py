@@ -1,0 +1,226 @@
+"""Patch the executor classes where they are defined, and undo it exactly.
+
+Following wrapt's discipline (``wrapt/patches.py``) without importing wrapt:
+
+* the targets are the classes in their defining modules
+  (``concurrent.futures.thread.ThreadPoolExecutor``,
+  ``concurrent.futures.process.ProcessPoolExecutor``), patched in place, so
+  every way of reaching them sees the patch: ``concurrent.futures.X``,
+  ``from concurrent.futures import X`` done earlier, and subclasses defined
+  before or after (``InterpreterPoolExecutor`` is a ``ThreadPoolExecutor``
+  subclass and is seen through ``super().__init__``);
+* the originals are read from the class's own ``vars()``, and restored only if
+  the attribute is still ours;
+* a target module that is not imported yet is patched right after its import by
+  a meta-path finder (wrapt's ``"module?"`` targets), so installing never
+  imports ``multiprocessing``: a launched script's classes still pickle into
+  spawn workers, and processes that never use pools pay nothing.
+
+The wrappers are plain functions (``functools.wraps`` keeps names, docs and
+``inspect.signature``); with the guard off they cost one global read.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+from types import FrameType, ModuleType
+from typing import Any, Callable, Optional, Protocol
+
+from . import _registry
+
+#: Defining module -> classes patched there.
+TARGETS: dict[str, tuple[str, ...]] = {
+    "concurrent.futures.thread": ("ThreadPoolExecutor",),
+    "concurrent.futures.process": ("ProcessPoolExecutor",),
+}
+
+
+class Hooks(Protocol):
+    """What the wrappers call while a guard is active."""
+
+    def before_init(self, pool: Any, frame: Optional[FrameType]) -> Optional[_registry.Record]: ...
+
+    def init_failed(self, record: _registry.Record) -> None: ...
+
+    def before_shutdown(
+        self, pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any], frame: Optional[FrameType]
+    ) -> None: ...
+
+
+_hooks: Optional[Hooks] = None
+_patched: list[tuple[type, str, Callable[..., Any], Callable[..., Any]]] = []
+_finder: Optional[_PatchOnImport] = None
+_install_lock = threading.RLock()
+
+
+def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        __tracebackhide__ = True  # pytest: start the traceback at the call site
+        hooks = _hooks
+        if hooks is None:
+            original(self, *args, **kwargs)
+            return
+        record = hooks.before_init(self, sys._getframe(1))
+        try:
+            original(self, *args, **kwargs)
+        except BaseException:
+            if record is not None:
+                hooks.init_failed(record)
+            raise
+        if record is not None:
+            record.max_workers = getattr(self, "_max_workers", None)
+
+    functools.update_wrapper(__init__, original)
+    return __init__
+
+
+def _wrap_shutdown(original: Callable[..., None]) -> Callable[..., None]:
+    def shutdown(self: Any, *args: Any, **kwargs: Any) -> None:
+        hooks = _hooks
+        if hooks is not None and id(self) in _registry._records:
+            hooks.before_shutdown(self, args, kwargs, sys._getframe(1))
+        return original(self, *args, **kwargs)
+
+    functools.update_wrapper(shutdown, original)
+    return shutdown
+
+
+_WRAPPERS = {"__init__": _wrap_init, "shutdown": _wrap_shutdown}
+
+
+def _patch_module(module: ModuleType) -> None:
+    for class_name in TARGETS.get(module.__name__, ()):
+        cls = getattr(module, class_name, None)
+        if not isinstance(cls, type):
+            continue
+        for name, wrap in _WRAPPERS.items():
+            original = vars(cls).get(name)
+            if original is None or any(p[0] is cls and p[1] == name for p in _patched):
+                continue
+            wrapper = wrap(original)
+            setattr(cls, name, wrapper)
+            _patched.append((cls, name, original, wrapper))
+
+
+class _DeferredLoader:
+    """Runs the real loader, then patches the freshly executed module."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> Optional[ModuleType]:
+        create = getattr(self._loader, "create_module", None)
+        return create(spec) if create is not None else None
+
+    def exec_module(self, module: ModuleType) -> None:
+        # Put the real loader back first, so nothing of ours stays visible.
+        module.__loader__ = self._loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        with _install_lock:
+            if _finder is not None:
+                try:
+                    _patch_module(module)
+                except Exception as exc:  # never break the host's import
+                    from ._diagnostics import internal_error
+
+                    internal_error("patching " + module.__name__, exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _PatchOnImport:
+    """A meta-path finder that defers to the others and wraps their loader."""
+
+    def __init__(self) -> None:
+        self._busy: set[str] = set()
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in TARGETS or fullname in self._busy:
+            return None
+        self._busy.add(fullname)
+        try:
+            for finder in sys.meta_path:
+                if finder is self:
+                    continue
+                find = getattr(finder, "find_spec", None)
+                if find is None:
+                    continue
+                spec = find(fullname, path, target)
+                if spec is not None:
+                    break
+            else:
+                return None
+        finally:
+            self._busy.discard(fullname)
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _DeferredLoader(spec.loader)
+        return spec
+
+
+def install(hooks: Hooks) -> None:
+    """Route the wrappers to ``hooks``; patch now or on import. Idempotent."""
+    global _hooks, _finder
+    with _install_lock:
+        _hooks = hooks
+        if _finder is None:
+            _finder = _PatchOnImport()
+            sys.meta_path.insert(0, _finder)
+        for name in TARGETS:
+            module = sys.modules.get(name)
+            if module is not None:
+                _patch_module(module)
+
+
+def set_hooks(hooks: Optional[Hooks]) -> None:
+    """Switch the active hooks without touching the patches (nested guards)."""
+    global _hooks
+    _hooks = hooks
+
+
+def uninstall() -> list[str]:
+    """Restore every original that is still ours; return the names left in place.
+
+    A method that someone else patched over ours is not clobbered: our wrapper
+    stays under theirs and passes straight through, since the hooks are gone.
+    """
+    global _hooks, _finder
+    left: list[str] = []
+    with _install_lock:
+        _hooks = None
+        if _finder is not None:
+            try:
+                sys.meta_path.remove(_finder)
+            except ValueError:
+                pass
+            _finder = None
+        for cls, name, original, wrapper in reversed(_patched):
+            if vars(cls).get(name) is wrapper:
+                setattr(cls, name, original)
+            else:
+                left.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
+        _patched.clear()
+    return left
+
+
+def installed() -> bool:
+    """Whether the patches (or the deferred-import finder) are in place."""
+    return _finder is not None
+
+
+def hooks() -> Optional[Hooks]:
+    """The hooks the wrappers call now, if any."""
+    return _hooks
+
+
+def original(cls: type, name: str) -> Optional[Callable[..., Any]]:
+    """The original function behind our patch of ``cls.name`` (for tests)."""
+    for patched_cls, patched_name, orig, _ in _patched:
+        if patched_cls is cls and patched_name == name:
+            return orig
+    return None

@@ -1,0 +1,579 @@
+"""Per-pool records and per-call-site statistics, kept under one lock.
+
+The registry never holds a pool: each live pool has a :class:`Record`, which
+*is* a weak reference to it (a ``weakref.ref`` subclass with slots, so the
+record costs one small object). The weakref callback only appends to a deque,
+which is safe from any thread and even from inside the locked section when the
+garbage collector runs there; the deque is drained under the lock the next
+time anything is recorded or reported.
+
+Records are global (one table for every registry) so that a pool created under
+one guard and shut down under another is still matched with its site.
+
+Bounds, so that a pathological program cannot exhaust memory through us:
+:data:`MAX_SITES` call sites (creations at further sites are counted as
+overflow), :data:`MAX_STACKS` distinct stacks per site, :data:`MAX_NAMES`
+distinct thread names and classes per site, and a ``deque`` of at most
+``threshold`` timestamps per site when a window is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any, Callable, Optional
+
+from ._callsite import Frame
+from ._config import Config
+
+#: Every creation at a site has its stack captured until the site has this many.
+STACK_FIRST = 16
+#: After that, one creation in this many has its stack captured.
+STACK_EVERY = 64
+#: Distinct stacks kept per site; further distinct stacks are only counted.
+MAX_STACKS = 8
+#: Distinct call sites kept per registry; creations at further sites are counted.
+MAX_SITES = 4096
+#: Distinct thread names, classes and max_workers values kept per site.
+MAX_NAMES = 32
+#: Stacks sharing frames share the frame tuples; this bounds the intern table.
+_MAX_INTERNED = 65536
+#: Draining records checked per creation (the rest wait for the next report).
+_PRUNE_PER_CREATION = 4
+
+OTHER = "(other)"
+
+MODES = ("context", "wait", "nowait", "never", "open")
+
+# Replaced wholesale in a forked child (see reset_after_fork).
+_lock = threading.Lock()
+_records: dict[int, Record] = {}
+_collected: deque[Record] = deque()
+_frames: dict[Frame, Frame] = {}
+
+
+def _on_collect(record: Record) -> None:
+    # Runs inside the garbage collector, possibly while this thread holds
+    # _lock: it must not take the lock, so it only queues the record.
+    _collected.append(record)
+
+
+class Record(weakref.ref):  # type: ignore[type-arg]
+    """One live pool: a weak reference to it plus what its end needs."""
+
+    __slots__ = ("max_workers", "mode", "pool_id", "site", "threads")
+
+    site: Site
+    pool_id: int
+    mode: Optional[str]
+    max_workers: Optional[int]
+    threads: Optional[tuple[threading.Thread, ...]]
+
+
+class Site:
+    """Mutable statistics of one call site; only touched under ``_lock``."""
+
+    __slots__ = (
+        "captured",
+        "cancel_futures",
+        "churn",
+        "classes",
+        "context",
+        "created",
+        "creator",
+        "draining",
+        "file",
+        "first_at",
+        "function",
+        "ignored",
+        "last_at",
+        "line",
+        "live",
+        "max_workers",
+        "milestone",
+        "module",
+        "never",
+        "nowait",
+        "nowait_pending",
+        "peak_live",
+        "refused",
+        "registry",
+        "stacks",
+        "stacks_dropped",
+        "threads",
+        "times",
+        "wait",
+    )
+
+    def __init__(
+        self,
+        registry: Registry,
+        site: Frame,
+        creator: Frame,
+        module: str,
+        ignored: bool,
+        window: bool,
+        threshold: int,
+    ) -> None:
+        self.registry = registry
+        self.file, self.line, self.function = site
+        self.creator = creator
+        self.module = module
+        self.ignored = ignored
+        self.created = 0
+        self.refused = 0
+        self.live = 0
+        self.peak_live = 0
+        self.first_at = 0.0
+        self.last_at = 0.0
+        self.context = 0
+        self.wait = 0
+        self.nowait = 0
+        self.never = 0
+        self.nowait_pending = 0
+        self.cancel_futures = 0
+        self.threads: dict[str, int] = {}
+        self.classes: dict[type, int] = {}
+        self.max_workers: dict[Optional[int], int] = {}
+        self.stacks: dict[tuple[Frame, ...], int] = {}
+        self.stacks_dropped = 0
+        self.captured = 0
+        self.churn = False
+        self.milestone = 0
+        self.draining: deque[Record] = deque()
+        self.times: Optional[deque[float]] = deque(maxlen=threshold) if window else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Crossing:
+    """A call site crossed the churn threshold (or a later milestone) just now."""
+
+    site: SiteSnapshot
+    refused: bool
+    first: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteSnapshot:
+    """An immutable copy of one site's statistics, safe to format outside the lock."""
+
+    file: str
+    line: int
+    function: str
+    module: str
+    creator: Frame
+    classes: dict[str, int]
+    created: int
+    refused: int
+    live: int
+    peak_live: int
+    first_at: float
+    last_at: float
+    shutdown: dict[str, int]
+    nowait_pending: int
+    cancel_futures: int
+    threads: dict[str, int]
+    max_workers: dict[str, int]
+    stacks: list[tuple[int, tuple[Frame, ...]]]
+    stacks_captured: int
+    stacks_dropped: int
+    churn: bool
+    ignored: bool
+
+    @property
+    def location(self) -> str:
+        """``file:line in function``, the way PRODUCT.md names a call site."""
+        return f"{self.file}:{self.line} in {self.function}"
+
+    @property
+    def rate_per_min(self) -> Optional[float]:
+        """Creations per minute between the first and the last one."""
+        span = self.last_at - self.first_at
+        if self.created + self.refused < 2 or span <= 0:
+            return None
+        return round((self.created + self.refused) * 60.0 / span, 1)
+
+    @property
+    def findings(self) -> list[str]:
+        """PRODUCT.md's findings, in a fixed order."""
+        if self.ignored:
+            return []
+        found = []
+        if self.churn:
+            found.append("churn")
+        if self.nowait_pending:
+            found.append("nowait_pending")
+        if self.shutdown["never"]:
+            found.append("never_shutdown")
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """Everything a report needs, copied out of the registry at one moment."""
+
+    config: Config
+    started_wall: float
+    elapsed: float
+    sites: list[SiteSnapshot]
+    pools: int
+    refused: int
+    overflow: int
+    peak_threads: int
+
+
+def _milestone_after(count: int, threshold: int) -> int:
+    """The next count at which ``log`` mode reports a churning site again.
+
+    Milestones grow 1-2-5 times the threshold (10, 20, 50, 100, 200, ...), so a
+    site creating a million pools logs about 15 events, not a million.
+    """
+    base = threshold
+    while True:
+        for factor in (1, 2, 5):
+            if base * factor > count:
+                return base * factor
+        base *= 10
+
+
+def _live(threads: Optional[tuple[threading.Thread, ...]]) -> bool:
+    return threads is not None and any(thread.is_alive() for thread in threads)
+
+
+def _prune(site: Site, limit: int) -> None:
+    """Retire up to ``limit`` draining records, oldest first, whose workers all ended.
+
+    Stops at the first record still running: pools drain roughly in creation
+    order, and the rest are settled exactly at the next report.
+    """
+    draining = site.draining
+    while draining and limit > 0 and not _live(draining[0].threads):
+        draining.popleft().threads = None
+        site.live -= 1
+        limit -= 1
+
+
+def _prune_all(site: Site) -> None:
+    keep: deque[Record] = deque()
+    for record in site.draining:
+        if _live(record.threads):
+            keep.append(record)
+        else:
+            record.threads = None
+            site.live -= 1
+    site.draining = keep
+
+
+def _count(table: dict[Any, int], key: Any) -> None:
+    if key in table or len(table) < MAX_NAMES:
+        table[key] = table.get(key, 0) + 1
+    else:
+        table[OTHER] = table.get(OTHER, 0) + 1
+
+
+class Registry:
+    """The call sites seen by one guard, and the process-wide counters."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.sites: dict[Frame, Site] = {}
+        self.started = clock()
+        self.started_wall = wall()
+        self.pools = 0
+        self.refused = 0
+        self.overflow = 0
+        self.peak_threads = 0
+
+    # -- hot path -------------------------------------------------------
+
+    def wants_stack(self, key: Frame) -> bool:
+        """Whether the next creation at ``key`` should have its stack captured.
+
+        Read without the lock: a race only shifts which creation is sampled.
+        """
+        if not self.config.stack_depth:
+            return False
+        site = self.sites.get(key)
+        if site is None:
+            return True
+        n = site.created + site.refused
+        return n < STACK_FIRST or n % STACK_EVERY == 0
+
+    def enter(
+        self,
+        pool: object,
+        key: Frame,
+        creator: Frame,
+        module: str,
+        stack: Optional[tuple[Frame, ...]],
+        thread: str,
+        threads_now: int,
+    ) -> tuple[Optional[Record], Optional[Crossing]]:
+        """Record that ``pool`` is being built at ``key``.
+
+        Returns the pool's record (None when it is refused or the site table is
+        full) and a :class:`Crossing` when the policy has something to do.
+        """
+        config = self.config
+        now = self.clock() - self.started
+        with _lock:
+            if _collected:
+                self._drain()
+            site = self.sites.get(key)
+            if site is None:
+                if len(self.sites) >= MAX_SITES:
+                    self.overflow += 1
+                    return None, None
+                site = self._new_site(key, creator, module)
+                site.first_at = now
+            site.last_at = now
+            if threads_now > self.peak_threads:
+                self.peak_threads = threads_now
+
+            attempts = site.created + site.refused + 1
+            times = site.times
+            if times is None:
+                crossing = attempts >= config.threshold
+            else:
+                times.append(now)
+                crossing = len(times) == config.threshold and now - times[0] <= config.window  # type: ignore[operator]
+            first = crossing and not site.churn
+            act = False
+            if crossing and not site.ignored:
+                site.churn = True
+                if config.mode == "raise":
+                    site.refused += 1
+                    self.refused += 1
+                    return None, Crossing(self._snapshot_site(site), refused=True, first=first)
+                if first:
+                    act = True
+                    site.milestone = _milestone_after(attempts, config.threshold)
+                elif config.mode == "log" and attempts >= site.milestone:
+                    act = True
+                    site.milestone = _milestone_after(attempts, config.threshold)
+
+            site.created += 1
+            self.pools += 1
+            if site.draining:
+                _prune(site, _PRUNE_PER_CREATION)
+            site.live += 1
+            if site.live > site.peak_live:
+                site.peak_live = site.live
+            _count(site.threads, thread)
+            _count(site.classes, type(pool))
+            if stack is not None:
+                site.captured += 1
+                seen = site.stacks.get(stack)
+                if seen is not None:
+                    site.stacks[stack] = seen + 1
+                elif len(site.stacks) < MAX_STACKS:
+                    site.stacks[self._intern(stack)] = 1
+                else:
+                    site.stacks_dropped += 1
+
+            record = Record(pool, _on_collect)
+            record.site = site
+            record.pool_id = id(pool)
+            record.mode = None
+            record.max_workers = None
+            record.threads = None
+            _records[record.pool_id] = record
+            crossed = Crossing(self._snapshot_site(site), refused=False, first=first) if act else None
+        return record, crossed
+
+    def _new_site(self, key: Frame, creator: Frame, module: str) -> Site:
+        config = self.config
+        ignored = bool(config.ignore) and _ignored(key, module, config.ignore)
+        site = Site(self, key, creator, module, ignored, config.window is not None, config.threshold)
+        self.sites[key] = site
+        return site
+
+    @staticmethod
+    def _intern(stack: tuple[Frame, ...]) -> tuple[Frame, ...]:
+        if len(_frames) >= _MAX_INTERNED:
+            return stack
+        return tuple(_frames.setdefault(frame, frame) for frame in stack)
+
+    # -- corrections on rare paths --------------------------------------
+
+    def abandon(self, record: Record, *, refused: bool) -> None:
+        """Undo a creation whose constructor raised (``refused``: by a warning filter)."""
+        with _lock:
+            if _records.get(record.pool_id) is record:
+                del _records[record.pool_id]
+            site = record.site
+            record.mode = "abandoned"
+            site.created -= 1
+            site.live -= 1
+            self.pools -= 1
+            if refused:
+                site.refused += 1
+                self.refused += 1
+
+    # -- shutdown and collection ----------------------------------------
+
+    @staticmethod
+    def shutdown(
+        pool: object,
+        mode: str,
+        cancel_futures: bool,
+        pending: bool,
+        threads: Optional[tuple[threading.Thread, ...]],
+    ) -> None:
+        """Record the first shutdown of ``pool``, if the pool is ours."""
+        record = _records.get(id(pool))
+        if record is None or record() is not pool:
+            return
+        with _lock:
+            if _records.get(record.pool_id) is not record:
+                return
+            del _records[record.pool_id]
+            record.mode = mode
+            site = record.site
+            if mode == "context":
+                site.context += 1
+            elif mode == "wait":
+                site.wait += 1
+            else:
+                site.nowait += 1
+            if cancel_futures:
+                site.cancel_futures += 1
+            _count(site.max_workers, record.max_workers)
+            if pending:
+                site.nowait_pending += 1
+                if _live(threads):
+                    record.threads = threads
+                    site.draining.append(record)
+                    return
+            site.live -= 1
+
+    @staticmethod
+    def _drain() -> None:
+        """Account for pools collected without shutdown (call with ``_lock`` held)."""
+        while _collected:
+            record = _collected.popleft()
+            if record.mode is not None:
+                continue
+            if _records.get(record.pool_id) is record:
+                del _records[record.pool_id]
+            record.mode = "never"
+            site = record.site
+            site.never += 1
+            site.live -= 1
+            _count(site.max_workers, record.max_workers)
+
+    # -- reporting -------------------------------------------------------
+
+    def _snapshot_site(self, site: Site, open_workers: Optional[dict[str, int]] = None) -> SiteSnapshot:
+        closed = site.context + site.wait + site.nowait + site.never
+        max_workers = {str(k): v for k, v in site.max_workers.items()}
+        if open_workers:
+            for k, v in open_workers.items():
+                max_workers[k] = max_workers.get(k, 0) + v
+        stacks = sorted(((n, s) for s, n in site.stacks.items()), key=lambda item: -item[0])
+        return SiteSnapshot(
+            file=site.file,
+            line=site.line,
+            function=site.function,
+            module=site.module,
+            creator=site.creator,
+            classes={cls.__name__ if isinstance(cls, type) else str(cls): n for cls, n in site.classes.items()},
+            created=site.created,
+            refused=site.refused,
+            live=site.live,
+            peak_live=site.peak_live,
+            first_at=site.first_at,
+            last_at=site.last_at,
+            shutdown={
+                "context": site.context,
+                "wait": site.wait,
+                "nowait": site.nowait,
+                "never": site.never,
+                "open": site.created - closed,
+            },
+            nowait_pending=site.nowait_pending,
+            cancel_futures=site.cancel_futures,
+            threads=dict(site.threads),
+            max_workers=max_workers,
+            stacks=stacks,
+            stacks_captured=site.captured,
+            stacks_dropped=site.stacks_dropped,
+            churn=site.churn,
+            ignored=site.ignored,
+        )
+
+    def snapshot(self) -> Snapshot:
+        """Copy every site out, retiring finished and collected pools first."""
+        with _lock:
+            if _collected:
+                self._drain()
+            open_workers: dict[Site, dict[str, int]] = {}
+            for record in list(_records.values()):
+                site = record.site
+                if site.registry is self:
+                    table = open_workers.setdefault(site, {})
+                    key = str(record.max_workers)
+                    table[key] = table.get(key, 0) + 1
+            sites = []
+            for site in self.sites.values():
+                if site.draining:
+                    _prune_all(site)
+                sites.append(self._snapshot_site(site, open_workers.get(site)))
+            elapsed = self.clock() - self.started
+        sites.sort(key=lambda s: (-(s.created + s.refused), s.file, s.line))
+        return Snapshot(
+            config=self.config,
+            started_wall=self.started_wall,
+            elapsed=elapsed,
+            sites=sites,
+            pools=self.pools,
+            refused=self.refused,
+            overflow=self.overflow,
+            peak_threads=self.peak_threads,
+        )
+
+    def forget_records(self) -> None:
+        """Drop the records of this registry's open pools (on uninstall or reset).
+
+        Their shutdowns can no longer be observed, so they stay ``open`` instead
+        of turning into false ``never`` findings when collected.
+        """
+        with _lock:
+            for pool_id, record in list(_records.items()):
+                if record.site.registry is self:
+                    del _records[pool_id]
+
+
+def _ignored(key: Frame, module: str, patterns: tuple[str, ...]) -> bool:
+    file, line, function = key
+    candidates = (f"{file}:{line}", file, f"{module}.{function}", os.path.basename(file))
+    return any(fnmatch.fnmatchcase(c, p) for p in patterns for c in candidates)
+
+
+def reset_after_fork() -> None:
+    """Give a forked child a fresh lock and empty tables.
+
+    Another thread of the parent may have held the lock at the moment of the
+    fork; that thread does not exist in the child, so the lock is replaced, not
+    released.
+    """
+    global _lock, _records, _collected
+    _lock = threading.Lock()
+    _records = {}
+    _collected = deque()
+
+
+def live_records() -> int:
+    """How many pools are being tracked right now (for tests and benchmarks)."""
+    return len(_records)

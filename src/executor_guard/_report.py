@@ -1,0 +1,454 @@
+"""Reports: a registry snapshot as a dict (the JSON schema), as text, as a file.
+
+A :class:`Report` wraps the schema dict, so a report loaded from a file or
+merged from several renders exactly like one made in-process. Nothing here
+runs on the hot path; source lines are read with ``linecache`` only for text.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import linecache
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional
+
+from ._callsite import APP, Classifier
+from ._registry import MAX_SITES, MAX_STACKS, STACK_EVERY, STACK_FIRST, SiteSnapshot, Snapshot
+from ._version import __version__
+from .exceptions import ExecutorGuardError
+
+SCHEMA = 1
+FINDINGS = ("churn", "nowait_pending", "never_shutdown")
+SHUTDOWN_MODES = ("context", "wait", "nowait", "never", "open")
+
+_classifier: Optional[Classifier] = None
+
+
+class ReportFileError(ExecutorGuardError):
+    """A file given to ``report`` is not a readable executor_guard report."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
+
+
+def _is_app(filename: str) -> bool:
+    global _classifier
+    if _classifier is None:
+        _classifier = Classifier()
+    return _classifier(filename) == APP
+
+
+def _abs(filename: str) -> str:
+    if filename.startswith("<") or os.path.isabs(filename):
+        return filename
+    return os.path.abspath(filename)
+
+
+def _frame(frame: tuple[str, int, str]) -> dict[str, Any]:
+    file, line, function = frame
+    return {"file": _abs(file), "line": line, "function": function, "app": _is_app(file)}
+
+
+def _site_dict(site: SiteSnapshot) -> dict[str, Any]:
+    creator_file, creator_line, creator_function = site.creator
+    return {
+        "file": _abs(site.file),
+        "line": site.line,
+        "function": site.function,
+        "module": site.module,
+        "creator": {"file": _abs(creator_file), "line": creator_line, "function": creator_function},
+        "classes": dict(site.classes),
+        "created": site.created,
+        "refused": site.refused,
+        "live": site.live,
+        "peak_live": site.peak_live,
+        "first_at": round(site.first_at, 6),
+        "last_at": round(site.last_at, 6),
+        "rate_per_min": site.rate_per_min,
+        "shutdown": dict(site.shutdown),
+        "nowait_pending": site.nowait_pending,
+        "cancel_futures": site.cancel_futures,
+        "threads": dict(site.threads),
+        "max_workers": dict(site.max_workers),
+        "findings": site.findings,
+        "ignored": site.ignored,
+        "stacks": [
+            {"count": count, "frames": [_frame(f) for f in frames]} for count, frames in site.stacks
+        ],
+        "stack_sampling": {
+            "first": STACK_FIRST,
+            "every": STACK_EVERY,
+            "captured": site.stacks_captured,
+            "dropped": site.stacks_dropped,
+        },
+    }
+
+
+def build(snapshot: Snapshot, figures: dict[str, Optional[int]], now: float) -> dict[str, Any]:
+    """The JSON report (PRODUCT.md's schema) for ``snapshot``."""
+    sites = [_site_dict(site) for site in snapshot.sites]
+    threads = figures.get("threads")
+    peak = max(snapshot.peak_threads, threads or 0) or None
+    config = snapshot.config.to_dict()
+    config["max_sites"] = MAX_SITES
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "executor_guard", "version": __version__},
+        "process": {
+            "pid": os.getpid(),
+            "argv": list(sys.argv),
+            "python": ".".join(str(part) for part in sys.version_info[:3]),
+            "started_at": _iso(snapshot.started_wall),
+            "reported_at": _iso(now),
+            "threads": threads,
+            "peak_threads": peak,
+            "rss_bytes": figures.get("rss_bytes"),
+            "fds": figures.get("fds"),
+        },
+        "config": config,
+        "totals": {
+            "pools": snapshot.pools,
+            "refused": snapshot.refused,
+            "sites": len(sites),
+            "sites_with_findings": sum(1 for s in sites if s["findings"]),
+            "overflow_creations": snapshot.overflow,
+        },
+        "sites": sites,
+    }
+
+
+class Report:
+    """A report: ``to_dict()``, ``to_text()``, ``write_json(path)``."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as PRODUCT.md's JSON schema (a deep copy)."""
+        copied: dict[str, Any] = json.loads(json.dumps(self._data))
+        return copied
+
+    @property
+    def sites(self) -> list[dict[str, Any]]:
+        """The call sites, largest first (read-only view of the data)."""
+        sites: list[dict[str, Any]] = self._data["sites"]
+        return sites
+
+    def flagged(self, level: str = "any") -> list[dict[str, Any]]:
+        """Sites with findings: ``churn`` only, or ``any`` finding."""
+        if level == "churn":
+            return [s for s in self.sites if "churn" in s["findings"]]
+        return [s for s in self.sites if s["findings"]]
+
+    def site(self, file: str, line: Optional[int] = None) -> Optional[dict[str, Any]]:
+        """The first site whose file ends with ``file`` (and at ``line`` if given)."""
+        for entry in self.sites:
+            if entry["file"].endswith(file) and (line is None or entry["line"] == line):
+                return entry
+        return None
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        """The report as JSON text."""
+        return json.dumps(self._data, indent=indent, sort_keys=False) + "\n"
+
+    def to_text(self, *, limit: int = 10) -> str:
+        """A human summary: flagged sites first, with their creation stacks."""
+        return render_text(self._data, limit=limit)
+
+    def write_json(self, path: str) -> str:
+        """Write the report atomically, readable by its owner only; return the path.
+
+        ``{pid}`` in ``path`` expands. The data goes to a new, exclusively created
+        temporary file in the same directory (never through an existing path or
+        symlink), is flushed to disk, then renamed over ``path``.
+        """
+        target = os.path.abspath(os.path.expanduser(path.replace("{pid}", str(os.getpid()))))
+        directory = os.path.dirname(target)
+        fd, temporary = tempfile.mkstemp(
+            prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
+        )
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                stream.write(self.to_json())
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise
+        return target
+
+    def __repr__(self) -> str:
+        totals = self._data.get("totals", {})
+        return (
+            f"<Report pools={totals.get('pools')} sites={totals.get('sites')} "
+            f"flagged={totals.get('sites_with_findings')}>"
+        )
+
+
+# -- text ----------------------------------------------------------------
+
+
+def _short(path: str) -> str:
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return path
+    return relative if not relative.startswith("..") else path
+
+
+def _counts(table: dict[str, int]) -> str:
+    items = sorted(table.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {count}" for name, count in items) or "-"
+
+
+def _source(file: str, line: int) -> str:
+    try:
+        return linecache.getline(file, line).strip()
+    except Exception:
+        return ""
+
+
+def _site_text(site: dict[str, Any]) -> list[str]:
+    lines = []
+    findings = ", ".join(site["findings"]) or "no findings"
+    lines.append(f"[{findings}] {_short(site['file'])}:{site['line']} in {site['function']}")
+    classes = _counts(site["classes"])
+    rate = site.get("rate_per_min")
+    span = site["last_at"] - site["first_at"]
+    rate_text = f", {rate}/min over {span:.1f}s" if rate is not None else ""
+    refused = f", {site['refused']} refused" if site.get("refused") else ""
+    lines.append(f"    created {site['created']}{refused} ({classes}){rate_text}")
+    lines.append(f"    live now {site['live']}, peak live {site['peak_live']}")
+    modes = {m: n for m, n in site["shutdown"].items() if n}
+    mode_text = _counts(modes) if modes else "-"
+    if site.get("nowait_pending"):
+        mode_text += f" ({site['nowait_pending']} with work still pending or running)"
+    lines.append(f"    shutdown: {mode_text}")
+    lines.append(f"    threads: {_counts(site['threads'])}")
+    if site.get("max_workers"):
+        sizes = sorted(site["max_workers"].items(), key=lambda kv: -kv[1])
+        lines.append("    max_workers: " + ", ".join(f"{size} (x{n})" for size, n in sizes))
+    creator = site.get("creator") or {}
+    if creator and (creator.get("file"), creator.get("line")) != (site["file"], site["line"]):
+        lines.append(
+            f"    created inside: {_short(creator['file'])}:{creator['line']} in {creator['function']}"
+        )
+    for stack in site.get("stacks", [])[:1]:
+        sampling = site.get("stack_sampling", {})
+        captured = sampling.get("captured", stack["count"])
+        lines.append(
+            f"    creation stack ({stack['count']} of {captured} recorded creations;"
+            f" > marks application frames):"
+        )
+        for frame in stack["frames"]:
+            marker = ">" if frame.get("app") else " "
+            lines.append(
+                f"     {marker} {_short(frame['file'])}:{frame['line']} in {frame['function']}"
+            )
+            if frame.get("app"):
+                text = _source(frame["file"], frame["line"])
+                if text:
+                    lines.append(f"          {text}")
+        others = len(site.get("stacks", [])) - 1
+        if others > 0:
+            lines.append(f"    ({others} other distinct stack(s) in the JSON report)")
+    return lines
+
+
+def render_text(data: dict[str, Any], *, limit: int = 10) -> str:
+    """The text summary of a report dict."""
+    totals = data["totals"]
+    config = data.get("config", {})
+    sites = data["sites"]
+    flagged = [s for s in sites if s["findings"]]
+    window = config.get("window")
+    window_text = f" within {window}s" if window else ""
+    head = (
+        f"executor_guard: {totals['pools']} pools from {totals['sites']} call sites; "
+        f"{len(flagged)} with findings (mode {config.get('mode')}, "
+        f"threshold {config.get('threshold')}{window_text})"
+    )
+    if "processes" in data:
+        head += f"; merged from {len(data['processes'])} processes"
+    out = [head]
+    for site in flagged[:limit]:
+        out.append("")
+        out.extend(_site_text(site))
+    if len(flagged) > limit:
+        out.append(f"... and {len(flagged) - limit} more sites with findings (see the JSON report)")
+    quiet = [s for s in sites if not s["findings"]]
+    if quiet and flagged:
+        out.append("")
+        out.append(f"{len(quiet)} call sites without findings; the busiest:")
+        for site in quiet[:3]:
+            out.append(
+                f"    {site['created']} x {_short(site['file'])}:{site['line']} in {site['function']}"
+            )
+    if totals.get("overflow_creations"):
+        out.append(
+            f"{totals['overflow_creations']} creations at call sites beyond the limit of "
+            f"{config.get('max_sites')} sites were counted but not attributed"
+        )
+    process = data.get("process") or {}
+    if process and "processes" not in data:
+        figures = []
+        if process.get("threads") is not None:
+            figures.append(f"threads {process['threads']} (peak seen {process.get('peak_threads')})")
+        if process.get("rss_bytes") is not None:
+            figures.append(f"rss {process['rss_bytes'] / 2**20:.1f} MiB")
+        if process.get("fds") is not None:
+            figures.append(f"fds {process['fds']}")
+        if figures and flagged:
+            out.append(f"process {process.get('pid')}: " + ", ".join(figures))
+    return "\n".join(out) + "\n"
+
+
+# -- files and merging -----------------------------------------------------
+
+_REQUIRED = {
+    "tool": dict,
+    "process": dict,
+    "config": dict,
+    "totals": dict,
+    "sites": list,
+}
+_SITE_REQUIRED = {
+    "file": str,
+    "line": int,
+    "function": str,
+    "created": int,
+    "shutdown": dict,
+    "findings": list,
+}
+
+
+def validate(data: object, path: str) -> dict[str, Any]:
+    """Return ``data`` if it is a report of a schema this version reads, else raise."""
+    if not isinstance(data, dict):
+        raise ReportFileError(path, f"not an executor_guard report (a JSON {type(data).__name__})")
+    if "schema" not in data or not isinstance(data.get("tool"), dict):
+        raise ReportFileError(path, "not an executor_guard report (no 'schema' and 'tool' keys)")
+    if data["tool"].get("name") != "executor_guard":
+        raise ReportFileError(path, f"not an executor_guard report (tool {data['tool'].get('name')!r})")
+    schema = data["schema"]
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise ReportFileError(path, f"unknown report schema {schema!r}")
+    if schema != SCHEMA:
+        newer = "newer than" if schema > SCHEMA else "older than"
+        raise ReportFileError(
+            path, f"report schema {schema} is {newer} the one this version reads ({SCHEMA})"
+        )
+    for key, kind in _REQUIRED.items():
+        if not isinstance(data.get(key), kind):
+            raise ReportFileError(path, f"malformed report: {key!r} missing or not a {kind.__name__}")
+    for index, site in enumerate(data["sites"]):
+        if not isinstance(site, dict):
+            raise ReportFileError(path, f"malformed report: sites[{index}] is not an object")
+        for key, kind in _SITE_REQUIRED.items():
+            if not isinstance(site.get(key), kind):
+                raise ReportFileError(path, f"malformed report: sites[{index}].{key} missing or wrong")
+    return data
+
+
+def load(path: str) -> Report:
+    """Read and validate a report file."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except FileNotFoundError:
+        raise ReportFileError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ReportFileError(path, "is a directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportFileError(path, f"cannot read ({exc})") from None
+    if not text.strip():
+        raise ReportFileError(path, "empty file")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ReportFileError(path, f"not valid JSON, perhaps truncated ({exc})") from None
+    return Report(validate(data, path))
+
+
+def _add(into: dict[str, int], table: dict[str, int]) -> None:
+    for key, count in table.items():
+        into[key] = into.get(key, 0) + count
+
+
+def merge(reports: Sequence[Report]) -> Report:
+    """Merge reports (one per process) by call site; one report is returned as is."""
+    if len(reports) == 1:
+        return reports[0]
+    datas = [r.to_dict() for r in reports]
+    merged: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for data in datas:
+        for site in data["sites"]:
+            key = (site["file"], site["line"], site["function"])
+            into = merged.get(key)
+            if into is None:
+                merged[key] = site
+                continue
+            for field in ("created", "refused", "live", "nowait_pending", "cancel_futures"):
+                into[field] = into.get(field, 0) + site.get(field, 0)
+            into["peak_live"] = max(into.get("peak_live", 0), site.get("peak_live", 0))
+            into["first_at"] = min(into.get("first_at", 0.0), site.get("first_at", 0.0))
+            into["last_at"] = max(into.get("last_at", 0.0), site.get("last_at", 0.0))
+            rates = [r for r in (into.get("rate_per_min"), site.get("rate_per_min")) if r is not None]
+            into["rate_per_min"] = round(sum(rates), 1) if rates else None
+            for table in ("shutdown", "classes", "threads", "max_workers"):
+                into[table] = dict(into.get(table, {}))
+                _add(into[table], site.get(table, {}))
+            into["findings"] = [
+                f for f in FINDINGS if f in into["findings"] or f in site["findings"]
+            ]
+            stacks: dict[str, dict[str, Any]] = {}
+            for stack in into.get("stacks", []) + site.get("stacks", []):
+                frames_key = json.dumps(stack["frames"], sort_keys=True)
+                if frames_key in stacks:
+                    stacks[frames_key]["count"] += stack["count"]
+                else:
+                    stacks[frames_key] = dict(stack)
+            into["stacks"] = sorted(stacks.values(), key=lambda s: -s["count"])[:MAX_STACKS]
+            sampling = dict(into.get("stack_sampling", {}))
+            for field in ("captured", "dropped"):
+                sampling[field] = sampling.get(field, 0) + site.get("stack_sampling", {}).get(field, 0)
+            into["stack_sampling"] = sampling
+    sites = sorted(
+        merged.values(), key=lambda s: (-(s["created"] + s.get("refused", 0)), s["file"], s["line"])
+    )
+    first = datas[0]
+    result = {
+        "schema": SCHEMA,
+        "tool": {"name": "executor_guard", "version": __version__},
+        "process": first["process"],
+        "processes": [d["process"] for d in datas],
+        "config": first["config"],
+        "totals": {
+            "pools": sum(d["totals"].get("pools", 0) for d in datas),
+            "refused": sum(d["totals"].get("refused", 0) for d in datas),
+            "sites": len(sites),
+            "sites_with_findings": sum(1 for s in sites if s["findings"]),
+            "overflow_creations": sum(d["totals"].get("overflow_creations", 0) for d in datas),
+        },
+        "sites": sites,
+    }
+    return Report(result)
+
+
+def load_all(paths: Iterable[str]) -> Report:
+    """Load and merge report files; the first bad file raises :class:`ReportFileError`."""
+    return merge([load(path) for path in paths])
