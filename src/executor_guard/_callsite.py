@@ -19,6 +19,7 @@ the application line that called ``thread_map``.
 
 from __future__ import annotations
 
+import operator
 import os
 import site
 import sys
@@ -36,17 +37,10 @@ Frame = tuple[str, int, str]
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CACHE_LIMIT = 8192
 
-if sys.version_info >= (3, 11):
-
-    def code_name(code: CodeType) -> str:
-        """The qualified name of a code object (``Class.method``)."""
-        return code.co_qualname
-
-else:  # pragma: no cover - exercised on 3.9 and 3.10 only
-
-    def code_name(code: CodeType) -> str:
-        """The name of a code object (qualified names need 3.11)."""
-        return code.co_name
+#: The qualified name of a code object (``Class.method``); plain names before 3.11.
+code_name: Callable[[CodeType], str] = operator.attrgetter(
+    "co_qualname" if sys.version_info >= (3, 11) else "co_name"
+)
 
 
 def _dirs(paths: list[str]) -> tuple[str, ...]:
@@ -166,9 +160,10 @@ def stack(frame: Optional[FrameType], depth: int) -> tuple[Frame, ...]:
     """Up to ``depth`` frames from ``frame`` outwards, innermost last."""
     frames: list[Frame] = []
     append = frames.append
+    name = code_name
     while frame is not None and depth > 0:
         code = frame.f_code
-        append((code.co_filename, frame.f_lineno, code_name(code)))
+        append((code.co_filename, frame.f_lineno, name(code)))
         frame = frame.f_back
         depth -= 1
     frames.reverse()

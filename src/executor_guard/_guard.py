@@ -18,15 +18,14 @@ from types import FrameType
 from typing import Any, Optional
 
 from . import _callsite, _config, _patch, _registry
-from ._callsite import Classifier, code_name, locate
+from ._callsite import APP, INTERNAL, Classifier, code_name
 from ._diagnostics import internal_error
 from ._policy import Policy
 from ._pools import pending_and_workers
+from ._registry import STACK_EVERY, STACK_FIRST
 from ._report import Report, build
 from .exceptions import ExecutorChurnWarning
 
-_current_thread = threading.current_thread
-_active_count = threading.active_count
 
 #: How many user subclasses have their constructor code ids cached.
 _TYPE_CACHE_LIMIT = 1024
@@ -98,35 +97,53 @@ class Guard:
         if _state.classifier is None:
             _state.classifier = Classifier()
         self._kind_of = _state.classifier
+        self._kinds = _state.classifier.cache
 
     # -- hooks called by the patched methods -------------------------------
 
     def before_init(self, pool: Any, frame: Optional[FrameType]) -> Optional[_registry.Record]:
-        """Record a pool being built; may raise on purpose (``raise`` mode, warning filters)."""
+        """Record a pool being built; may raise on purpose (``raise`` mode, warning filters).
+
+        This is the hot path: the frame walk of :func:`_callsite.locate` is
+        inlined, the stack is captured only when the site samples it, and the
+        registry is touched once.
+        """
         __tracebackhide__ = True
         try:
-            cls = type(pool)
-            info = _state.types.get(cls) or _type_info(cls)
-            creator, site = locate(frame, self._kind_of, info.init)
-            if site is None or creator is None:
+            info = _state.types.get(type(pool)) or _type_info(type(pool))
+            skip = info.init
+            kinds = self._kinds
+            creator = site = None
+            while frame is not None:
+                code = frame.f_code
+                kind = kinds.get(code.co_filename)
+                if kind is None:
+                    kind = self._kind_of(code.co_filename)
+                if kind != INTERNAL and id(code) not in skip:
+                    if creator is None:
+                        creator = frame
+                    if kind == APP:
+                        site = frame
+                        break
+                frame = frame.f_back
+            if creator is None:
                 return None
-            code = site.f_code
+            if site is None:
+                site = creator
+                code = site.f_code
             key = (code.co_filename, site.f_lineno, code_name(code))
             registry = self.registry
-            stack = (
-                _callsite.stack(creator, self.config.stack_depth)
-                if registry.wants_stack(key)
-                else None
-            )
-            record, crossing = registry.enter(
-                pool,
-                key,
-                _callsite.describe(creator) if creator is not site else key,
-                site.f_globals.get("__name__", "") if key not in registry.sites else "",
-                stack,
-                _current_thread().name,
-                _active_count(),
-            )
+            known = registry.sites.get(key)
+            depth = self.config.stack_depth
+            stack = None
+            if depth:
+                if known is None:
+                    stack = _callsite.stack(creator, depth)
+                else:
+                    n = known.created + known.refused
+                    if n < STACK_FIRST or n % STACK_EVERY == 0:
+                        stack = _callsite.stack(creator, depth)
+            record, crossing = registry.enter(pool, key, known, site, creator, stack)
         except Exception as exc:
             internal_error("recording a pool creation", exc)
             return None
@@ -147,12 +164,11 @@ class Guard:
             internal_error("undoing a failed pool creation", exc)
 
     def before_shutdown(
-        self, pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any], frame: Optional[FrameType]
+        self, pool: Any, wait: Any, cancel_futures: Any, frame: Optional[FrameType]
     ) -> None:
         """Record how ``pool`` is being shut down (its first shutdown only)."""
         try:
-            wait = args[0] if args else kwargs.get("wait", True)
-            cancel = bool(args[1] if len(args) > 1 else kwargs.get("cancel_futures", False))
+            cancel = bool(cancel_futures)
             if wait:
                 mode = "context" if self._in_exit(pool, frame) else "wait"
                 pending, threads = False, None

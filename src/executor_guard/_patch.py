@@ -45,7 +45,7 @@ class Hooks(Protocol):
     def init_failed(self, record: _registry.Record) -> None: ...
 
     def before_shutdown(
-        self, pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any], frame: Optional[FrameType]
+        self, pool: Any, wait: Any, cancel_futures: Any, frame: Optional[FrameType]
     ) -> None: ...
 
 
@@ -55,37 +55,117 @@ _finder: Optional[_PatchOnImport] = None
 _install_lock = threading.RLock()
 
 
-def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        __tracebackhide__ = True  # pytest: start the traceback at the call site
-        hooks = _hooks
-        if hooks is None:
-            original(self, *args, **kwargs)
-            return
-        record = hooks.before_init(self, sys._getframe(1))
-        try:
-            original(self, *args, **kwargs)
-        except BaseException:
-            if record is not None:
-                hooks.init_failed(record)
-            raise
-        if record is not None:
-            record.max_workers = getattr(self, "_max_workers", None)
+_CO_VARARGS = 0x04
+_CO_VARKEYWORDS = 0x08
 
-    functools.update_wrapper(__init__, original)
-    return __init__
+_INIT_BODY = """
+    __tracebackhide__ = True  # pytest: start the traceback at the call site
+    hooks = _hooks
+    if hooks is None:
+        original({call})
+        return
+    record = hooks.before_init(self, _getframe(1))
+    try:
+        original({call})
+    except BaseException:
+        if record is not None:
+            hooks.init_failed(record)
+        raise
+    if record is not None:
+        record.max_workers = getattr(self, "_max_workers", None)
+"""
+
+_SHUTDOWN_BODY = """
+    hooks = _hooks
+    if hooks is not None and id(self) in _registry._records:
+        hooks.before_shutdown(self, {wait}, {cancel}, _getframe(1))
+    return original({call})
+"""
+
+
+def _signature(code: Any, function: Any) -> Optional[tuple[list[str], str, dict[str, Any]]]:
+    """Parameters text, call text and default bindings that mirror ``function``.
+
+    Only plain signatures (named parameters, keyword-only ones, no ``*args``,
+    ``**kwargs`` or positional-only markers) are mirrored; anything else gets
+    the generic ``*args, **kwargs`` wrapper.
+    """
+    if code.co_flags & (_CO_VARARGS | _CO_VARKEYWORDS) or getattr(code, "co_posonlyargcount", 0):
+        return None
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    positional = names[: code.co_argcount]
+    keyword_only = names[code.co_argcount :]
+    if not positional or any(not n.isidentifier() or n.startswith("_eg_") for n in names):
+        return None
+    defaults = function.__defaults__ or ()
+    kwdefaults = function.__kwdefaults__ or {}
+    bindings: dict[str, Any] = {}
+    params: list[str] = []
+    first_default = len(positional) - len(defaults)
+    for index, name in enumerate(positional):
+        if index >= first_default:
+            bindings[f"_eg_d{index}"] = defaults[index - first_default]
+            params.append(f"{name}=_eg_d{index}")
+        else:
+            params.append(name)
+    if keyword_only:
+        params.append("*")
+        for name in keyword_only:
+            if name in kwdefaults:
+                bindings[f"_eg_k_{name}"] = kwdefaults[name]
+                params.append(f"{name}=_eg_k_{name}")
+            else:
+                params.append(name)
+    call = ", ".join(list(positional) + [f"{n}={n}" for n in keyword_only])
+    return params, call, bindings
+
+
+def _generate(original: Callable[..., Any], name: str, body: str, extra: dict[str, str]) -> Any:
+    code = getattr(original, "__code__", None)
+    mirrored = _signature(code, original) if code is not None else None
+    if mirrored is None:
+        params, call, bindings = ["self", "*_eg_args", "**_eg_kwargs"], "self, *_eg_args, **_eg_kwargs", {}
+        names = ()
+    else:
+        params, call, bindings = mirrored
+        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]  # type: ignore[union-attr]
+    fields = {"call": call}
+    for key, (param, fallback) in extra.items():
+        fields[key] = param if param in names else fallback
+    arguments = ", ".join(["original", *bindings])
+    source = (
+        f"def _eg_factory({arguments}):\n"
+        f"    def {name}({', '.join(params)}):"
+        + body.format(**fields).replace("\n", "\n    ")
+        + f"\n    return {name}\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<executor_guard wrapper of {name}>", "exec"), globals(), namespace)
+    wrapper = namespace["_eg_factory"](original, *bindings.values())
+    functools.update_wrapper(wrapper, original)
+    return wrapper
+
+
+def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
+    wrapper: Callable[..., None] = _generate(original, "__init__", _INIT_BODY, {})
+    return wrapper
 
 
 def _wrap_shutdown(original: Callable[..., None]) -> Callable[..., None]:
-    def shutdown(self: Any, *args: Any, **kwargs: Any) -> None:
-        hooks = _hooks
-        if hooks is not None and id(self) in _registry._records:
-            hooks.before_shutdown(self, args, kwargs, sys._getframe(1))
-        return original(self, *args, **kwargs)
+    extra = {"wait": ("wait", "_eg_wait(_eg_args, _eg_kwargs)"), "cancel": ("cancel_futures", "_eg_cancel(_eg_args, _eg_kwargs)")}
+    wrapper: Callable[..., None] = _generate(original, "shutdown", _SHUTDOWN_BODY, extra)
+    return wrapper
 
-    functools.update_wrapper(shutdown, original)
-    return shutdown
 
+def _eg_wait(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[0] if args else kwargs.get("wait", True)
+
+
+def _eg_cancel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[1] if len(args) > 1 else kwargs.get("cancel_futures", False)
+
+
+_getframe = sys._getframe
 
 _WRAPPERS = {"__init__": _wrap_init, "shutdown": _wrap_shutdown}
 
