@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any, Optional
 
-from . import _callsite, _config, _patch, _registry
+from . import _callsite, _config, _patch, _registry, exceptions
 from ._callsite import APP, INTERNAL, Classifier, code_name
 from ._diagnostics import internal_error
 from ._policy import Policy
@@ -69,6 +69,7 @@ class _State:
         self.types: dict[type, _TypeInfo] = {}
         self.fork_hook = False
         self.filter_added: Optional[tuple[Any, ...]] = None
+        self.warnoptions_applied: set[str] = set()
 
 
 _state = _State()
@@ -224,19 +225,79 @@ def _add_warning_filter() -> None:
     the list; ours goes just before that stock filter, so any -W,
     PYTHONWARNINGS or filterwarnings() entry the user added earlier still wins.
     """
+    _apply_warnoptions()
     entry = ("default", None, ExecutorChurnWarning, None, 0)
     filters: list[Any] = warnings.filters  # type: ignore[attr-defined]
-    if entry in filters:
+    if entry in filters or _options_cover_our_warning():
         return
-    try:
-        index = filters.index(_STOCK_IGNORE)
-    except ValueError:
-        index = len(filters)
+    # The stock entry is the last one equal to it: a user's own
+    # "-W ignore::ResourceWarning" looks the same but comes first.
+    index = len(filters)
+    for position in range(len(filters) - 1, -1, -1):
+        if filters[position] == _STOCK_IGNORE:
+            index = position
+            break
     filters.insert(index, entry)
     # An append of an existing entry changes nothing but tells the warnings
     # machinery that the filters changed (public API, unlike _filters_mutated).
     warnings.filterwarnings("default", category=ExecutorChurnWarning, append=True)
     _state.filter_added = entry
+
+
+def _options_cover_our_warning() -> bool:
+    """Whether a ``-W`` / ``PYTHONWARNINGS`` entry already decides our warning's fate.
+
+    Python merges a user's ``ignore::ResourceWarning`` with its identical stock
+    entry, so position alone cannot tell them apart: the options can.
+    """
+    import sys
+
+    covering = {"", "Warning", "ResourceWarning", "builtins.Warning", "builtins.ResourceWarning"}
+    for option in sys.warnoptions:
+        parts = option.split(":")
+        category = parts[2].strip() if len(parts) > 2 else ""
+        if category in covering or "executor_guard" in category:
+            return True
+    return False
+
+
+def _apply_warnoptions() -> None:
+    """Apply the ``-W`` / ``PYTHONWARNINGS`` entries that name our categories.
+
+    Python reads those options before site-packages is on ``sys.path``, so it
+    rejects ``error::executor_guard.ExecutorChurnWarning`` ("Invalid -W option
+    ignored"). Once we run, the category is importable: apply such entries as
+    Python would have, once each.
+    """
+    import sys
+
+    for option in sys.warnoptions:
+        if "executor_guard" not in option or option in _state.warnoptions_applied:
+            continue
+        _state.warnoptions_applied.add(option)
+        parts = [part.strip() for part in option.split(":")]
+        parts += [""] * (5 - len(parts))
+        action, message, category_name, module, lineno = parts[:5]
+        category: type[Warning] = Warning
+        if category_name:
+            head, _, name = category_name.rpartition(".")
+            if head not in ("executor_guard", "executor_guard.exceptions"):
+                continue
+            found = getattr(exceptions, name, None)
+            if not (isinstance(found, type) and issubclass(found, Warning)):
+                continue
+            category = found
+        actions = ("default", "always", "ignore", "module", "once", "error")
+        matched = [a for a in actions if a.startswith(action)] if action else ["default"]
+        if len(matched) != 1 or (lineno and not lineno.isdigit()):
+            continue
+        warnings.filterwarnings(
+            matched[0],  # type: ignore[arg-type]
+            message=message,
+            category=category,
+            module=(module + r"\Z") if module else "",
+            lineno=int(lineno or 0),
+        )
 
 
 def _remove_warning_filter() -> None:

@@ -1,0 +1,204 @@
+"""What each mode does when a call site crosses the threshold."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import executor_guard
+from executor_guard import ExecutorChurnWarning, _registry
+
+from .helpers import line_of
+
+
+def churn_once() -> None:
+    ThreadPoolExecutor(1).shutdown()  # policy site
+
+
+SITE_LINE = line_of(churn_once, "policy site")
+
+
+def run_script(tmp_path: Path, body: str, *args: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(body))
+    return subprocess.run(
+        [sys.executable, *args, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+
+
+APP = """
+    import executor_guard
+    from concurrent.futures import ThreadPoolExecutor
+    executor_guard.install(mode="warn", threshold=3)
+
+    def handler():
+        ThreadPoolExecutor(1).shutdown()  # line 7
+
+    for _ in range(6):
+        handler()
+    print("finished")
+"""
+
+
+def test_warn_mode_is_shown_once_by_default_at_the_call_site(tmp_path: Path) -> None:
+    result = run_script(tmp_path, APP)
+    assert result.returncode == 0
+    assert result.stdout == "finished\n"
+    assert result.stderr.count("ExecutorChurnWarning") == 1
+    assert f"{tmp_path / 'app.py'}:7: ExecutorChurnWarning: ThreadPoolExecutor created 3 times" in (
+        result.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    "option", ["error::executor_guard.ExecutorChurnWarning", "error::ResourceWarning"]
+)
+def test_warn_mode_obeys_W_error_for_our_category(tmp_path: Path, option: str) -> None:
+    # Python itself rejects the first spelling at start-up ("Invalid -W option
+    # ignored": site-packages is not importable yet); install() applies it.
+    result = run_script(tmp_path, APP, "-W", option)
+    assert result.returncode == 1
+    assert "finished" not in result.stdout
+    assert 'app.py", line 7, in handler' in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith(
+        "executor_guard.exceptions.ExecutorChurnWarning: ThreadPoolExecutor created 3 times"
+    )
+
+
+def test_warn_mode_obeys_the_users_ignore_filter(tmp_path: Path) -> None:
+    result = run_script(tmp_path, APP, "-W", "ignore::ResourceWarning")
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
+def test_a_warning_turned_into_an_error_refuses_that_pool_and_nothing_else() -> None:
+    with executor_guard.guarded(threshold=3) as guard, warnings.catch_warnings():
+        warnings.simplefilter("error", ExecutorChurnWarning)
+        churn_once()
+        churn_once()
+        with pytest.raises(ExecutorChurnWarning):
+            churn_once()
+        churn_once()  # the "error" filter fires once per site: later pools are built
+    site = guard.report().to_dict()["sites"][0]
+    assert (site["created"], site["refused"]) == (3, 1)
+    assert site["shutdown"]["wait"] == 3
+    assert site["shutdown"]["open"] == 0
+
+
+def test_log_mode_emits_json_events_at_growing_milestones(capsys: pytest.CaptureFixture[str]) -> None:
+    with executor_guard.guarded(mode="log", log_format="json"):
+        for _ in range(120):
+            churn_once()
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [e["created"] for e in events] == [10, 20, 50, 100]
+    first = events[0]
+    assert first["event"] == "executor_churn"
+    assert first["level"] == "warning"
+    assert first["site"] == f"{__file__}:{SITE_LINE} in churn_once"
+    assert (first["file"], first["line"], first["function"]) == (__file__, SITE_LINE, "churn_once")
+    assert first["shutdown"] == {"context": 0, "wait": 9, "nowait": 0, "never": 0, "open": 1}
+    assert first["findings"] == ["churn"]
+    assert first["stack"][-1] == f"{__file__}:{SITE_LINE} in churn_once"
+    assert first["process_threads"] >= 1
+    assert first["process_rss_bytes"] > 0
+
+
+def test_log_mode_console_format_prints_the_stack_under_the_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with executor_guard.guarded(mode="log"):
+        for _ in range(10):
+            churn_once()
+    err = capsys.readouterr().err
+    head, *stack = err.splitlines()
+    assert "executor_churn" in head
+    assert "created=10" in head
+    assert stack[-1].strip() == f"{__file__}:{SITE_LINE} in churn_once"
+
+
+def test_log_target_logging_routes_events_to_the_stdlib_logger(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="executor_guard"):
+        with executor_guard.guarded(mode="log", log_format="json", log_target="logging"):
+            for _ in range(10):
+                churn_once()
+    assert capsys.readouterr().err == ""
+    records = [r for r in caplog.records if r.name == "executor_guard"]
+    assert len(records) == 1
+    assert json.loads(records[0].getMessage())["created"] == 10
+
+
+def test_log_mode_does_not_touch_the_hosts_structlog_or_logging_configuration() -> None:
+    import structlog
+
+    before = structlog.get_config()
+    root_handlers = list(logging.getLogger().handlers)
+    with executor_guard.guarded(mode="log", log_format="json"):
+        for _ in range(10):
+            churn_once()
+    assert structlog.get_config() == before
+    assert logging.getLogger().handlers == root_handlers
+
+
+def test_ignored_sites_are_recorded_but_never_act(recwarn: pytest.WarningsRecorder) -> None:
+    warnings.simplefilter("always")
+    with executor_guard.guarded(ignore=["*test_policy.py"]) as guard:
+        for _ in range(15):
+            churn_once()
+    assert not [w for w in recwarn if issubclass(w.category, ExecutorChurnWarning)]
+    site = guard.report().to_dict()["sites"][0]
+    assert site["created"] == 15
+    assert site["ignored"] is True
+    assert site["findings"] == []
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["*/test_policy.py", f"*test_policy.py:{SITE_LINE}", "tests.test_policy.churn_once", "test_policy.py"],
+)
+def test_ignore_patterns_match_path_line_path_and_module_function(pattern: str) -> None:
+    with executor_guard.guarded(ignore=[pattern]) as guard:
+        for _ in range(10):
+            churn_once()
+    assert guard.report().to_dict()["sites"][0]["ignored"] is True
+
+
+def test_warn_mode_adds_a_default_filter_that_user_filters_still_override() -> None:
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.filterwarnings("ignore", category=ResourceWarning)  # Python's stock entry
+        warnings.filterwarnings("ignore", category=ExecutorChurnWarning, module="quiet")
+        with executor_guard.guarded():
+            entries = [f for f in warnings.filters if f[2] is ExecutorChurnWarning]
+            assert [f[0] for f in entries] == ["ignore", "default"]
+            ours = warnings.filters.index(entries[1])
+            assert warnings.filters[ours + 1][2] is ResourceWarning
+        assert [f[0] for f in warnings.filters if f[2] is ExecutorChurnWarning] == ["ignore"]
+
+
+def test_internal_errors_are_reported_once_and_never_reach_the_host(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("registry exploded")
+
+    with executor_guard.guarded():
+        monkeypatch.setattr(_registry.Registry, "enter", broken)
+        for _ in range(3):
+            churn_once()
+    err = capsys.readouterr().err
+    assert err.count("executor_guard: internal error") == 1
+    assert "RuntimeError: registry exploded" in err
