@@ -1,0 +1,187 @@
+"""Reports: the JSON schema, the text summary, atomic files, loading and merging."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import executor_guard
+from executor_guard import Report, ReportFileError, _report
+
+pytestmark = pytest.mark.filterwarnings("ignore::executor_guard.ExecutorChurnWarning")
+
+
+def per_request() -> None:
+    pool = ThreadPoolExecutor(max_workers=1)  # report site
+    pool.submit(int).result()
+    pool.shutdown(wait=False)
+
+
+def healthy(pool: ThreadPoolExecutor) -> None:
+    pool.submit(int).result()
+
+
+def sample_report() -> Report:
+    with executor_guard.guarded(threshold=5) as guard:
+        for _ in range(12):
+            per_request()
+        with ThreadPoolExecutor(2) as shared:
+            for _ in range(3):
+                healthy(shared)
+    return guard.report()
+
+
+def test_to_dict_has_every_stable_key_of_the_product_schema() -> None:
+    data = sample_report().to_dict()
+    assert data["schema"] == 1
+    assert data["tool"] == {"name": "executor_guard", "version": executor_guard.__version__}
+    process = data["process"]
+    assert set(process) >= {
+        "pid", "argv", "python", "started_at", "reported_at", "threads", "peak_threads",
+        "rss_bytes", "fds",
+    }
+    assert process["pid"] == os.getpid()
+    assert process["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert data["config"]["threshold"] == 5 and data["config"]["window"] is None
+    assert data["totals"]["pools"] == 13
+    assert data["totals"]["sites"] == 2
+    assert data["totals"]["sites_with_findings"] == 1
+    site = data["sites"][0]
+    assert set(site) >= {
+        "file", "line", "function", "creator", "classes", "created", "live", "peak_live",
+        "first_at", "last_at", "rate_per_min", "shutdown", "threads", "findings", "stacks",
+        "stack_sampling",
+    }
+    assert set(site["shutdown"]) == {"context", "wait", "nowait", "never", "open"}
+    assert site["created"] == 12 and data["sites"][1]["created"] == 1
+    assert site["rate_per_min"] > 0
+    assert 0 <= site["first_at"] <= site["last_at"]
+    for stack in site["stacks"]:
+        assert stack["count"] >= 1
+        assert all(set(f) == {"file", "line", "function", "app"} for f in stack["frames"])
+    json.dumps(data)  # JSON-ready
+
+
+def test_to_text_puts_flagged_sites_first_and_marks_application_frames() -> None:
+    text = sample_report().to_text()
+    lines = text.splitlines()
+    assert lines[0].startswith("executor_guard: 13 pools from 2 call sites; 1 with findings")
+    flagged = next(i for i, line in enumerate(lines) if line.startswith("[churn"))
+    assert "in per_request" in lines[flagged]
+    assert "shutdown: nowait 12" in text
+    app_frames = [line for line in lines if line.lstrip().startswith("> ")]
+    assert app_frames and app_frames[-1].rstrip().endswith("in per_request")
+    assert "pool = ThreadPoolExecutor(max_workers=1)  # report site" in text
+    assert "1 call sites without findings" in text
+
+
+def test_write_json_is_atomic_owner_only_and_expands_pid(tmp_path: Path) -> None:
+    report = sample_report()
+    written = report.write_json(str(tmp_path / "guard-{pid}.json"))
+    assert written == str(tmp_path / f"guard-{os.getpid()}.json")
+    assert stat.S_IMODE(os.stat(written).st_mode) == 0o600
+    assert json.loads(Path(written).read_text()) == report.to_dict()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"guard-{os.getpid()}.json"]
+
+
+def test_write_json_replaces_a_symlink_instead_of_writing_through_it(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "report.json"
+    link.symlink_to(victim)
+    sample_report().write_json(str(link))
+    assert victim.read_text() == "keep me"
+    assert not link.is_symlink()
+
+
+def test_write_json_failure_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "missing-dir" / "report.json"
+    with pytest.raises(OSError):
+        sample_report().write_json(str(target))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("", "empty file"),
+        ('{"schema": 1, "tool": {"name": "exec', "not valid JSON"),
+        ("[1, 2, 3]", "a JSON list"),
+        ('{"hello": "world"}', "no 'schema' and 'tool' keys"),
+        ('{"schema": 1, "tool": {"name": "coverage"}}', "tool 'coverage'"),
+        ('{"schema": 99, "tool": {"name": "executor_guard"}}', "schema 99 is newer"),
+        ('{"schema": 1, "tool": {"name": "executor_guard"}}', "'process' missing"),
+    ],
+)
+def test_load_rejects_files_that_are_not_reports(tmp_path: Path, content: str, problem: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ReportFileError) as excinfo:
+        _report.load(str(path))
+    assert str(excinfo.value).startswith(f"{path}: ")
+    assert problem in str(excinfo.value)
+
+
+def test_load_names_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ReportFileError, match="no such file"):
+        _report.load(str(tmp_path / "nope.json"))
+
+
+def test_a_written_report_loads_back_identically(tmp_path: Path) -> None:
+    report = sample_report()
+    loaded = _report.load(report.write_json(str(tmp_path / "r.json")))
+    assert loaded.to_dict() == report.to_dict()
+    assert loaded.to_text() == report.to_text()
+
+
+def test_merge_adds_sites_by_location_across_processes(tmp_path: Path) -> None:
+    first = sample_report().to_dict()
+    second = json.loads(json.dumps(first))
+    second["process"]["pid"] = first["process"]["pid"] + 1
+    for data, name in ((first, "a.json"), (second, "b.json")):
+        Report(data).write_json(str(tmp_path / name))
+    merged = _report.load_all([str(tmp_path / "a.json"), str(tmp_path / "b.json")]).to_dict()
+    assert merged["totals"]["pools"] == 26
+    assert merged["totals"]["sites"] == 2
+    site = merged["sites"][0]
+    assert site["created"] == 24
+    assert site["shutdown"]["nowait"] == 24
+    assert site["findings"] == first["sites"][0]["findings"]
+    assert site["stacks"][0]["count"] == 2 * first["sites"][0]["stacks"][0]["count"]
+    assert [p["pid"] for p in merged["processes"]] == [first["process"]["pid"], second["process"]["pid"]]
+    assert "merged from 2 processes" in Report(merged).to_text()
+
+
+def test_report_after_uninstall_keeps_what_was_recorded() -> None:
+    executor_guard.install(threshold=3)
+    for _ in range(4):
+        per_request()
+    open_pool = ThreadPoolExecutor(1)
+    executor_guard.uninstall()
+    open_pool.shutdown()  # unseen now: stays "open", never turns into "never"
+    del open_pool
+    data = executor_guard.report().to_dict()
+    assert data["totals"]["pools"] == 5
+    assert sum(s["shutdown"]["open"] for s in data["sites"]) == 1
+    assert sum(s["shutdown"]["never"] for s in data["sites"]) == 0
+    executor_guard.reset()
+    assert executor_guard.report().to_dict()["totals"]["pools"] == 0
+
+
+def test_a_guarded_block_reports_only_what_happened_inside_it() -> None:
+    outer = executor_guard.install(threshold=100)
+    per_request()
+    with executor_guard.guarded(threshold=100) as inner:
+        per_request()
+        per_request()
+    per_request()
+    assert inner.report().to_dict()["totals"]["pools"] == 2
+    assert outer.report().to_dict()["totals"]["pools"] == 2
+    assert executor_guard.report().to_dict()["totals"]["pools"] == 2
+    assert executor_guard.is_installed()
