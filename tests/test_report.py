@@ -78,7 +78,7 @@ def test_to_text_puts_flagged_sites_first_and_marks_application_frames() -> None
     app_frames = [line for line in lines if line.lstrip().startswith("> ")]
     assert app_frames and app_frames[-1].rstrip().endswith("in per_request")
     assert "pool = ThreadPoolExecutor(max_workers=1)  # report site" in text
-    assert "1 call sites without findings" in text
+    assert "1 call site without findings" in text
 
 
 def test_write_json_is_atomic_owner_only_and_expands_pid(tmp_path: Path) -> None:

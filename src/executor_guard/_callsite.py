@@ -156,13 +156,21 @@ def describe(frame: FrameType) -> Frame:
     return (code.co_filename, frame.f_lineno, code_name(code))
 
 
-def stack(frame: Optional[FrameType], depth: int) -> tuple[Frame, ...]:
-    """Up to ``depth`` frames from ``frame`` outwards, innermost last."""
+def stack(
+    frame: Optional[FrameType], depth: int, kind_of: Optional[Callable[[str], int]] = None
+) -> tuple[Frame, ...]:
+    """Up to ``depth`` frames from ``frame`` outwards, innermost last.
+
+    With ``kind_of``, the walk stops at the first internal frame: beyond it is
+    only plumbing (the launcher, a pool's worker thread), never the caller.
+    """
     frames: list[Frame] = []
     append = frames.append
     name = code_name
     while frame is not None and depth > 0:
         code = frame.f_code
+        if kind_of is not None and kind_of(code.co_filename) == INTERNAL:
+            break
         append((code.co_filename, frame.f_lineno, name(code)))
         frame = frame.f_back
         depth -= 1

@@ -139,11 +139,11 @@ class Guard:
             stack = None
             if depth:
                 if known is None:
-                    stack = _callsite.stack(creator, depth)
+                    stack = _callsite.stack(creator, depth, self._kind_of)
                 else:
                     n = known.created + known.refused
                     if n < STACK_FIRST or n % STACK_EVERY == 0:
-                        stack = _callsite.stack(creator, depth)
+                        stack = _callsite.stack(creator, depth, self._kind_of)
             record, crossing = registry.enter(pool, key, known, site, creator, stack)
         except Exception as exc:
             internal_error("recording a pool creation", exc)

@@ -210,6 +210,10 @@ def _short(path: str) -> str:
     return relative if not relative.startswith("..") else path
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _counts(table: dict[str, int]) -> str:
     items = sorted(table.items(), key=lambda kv: -kv[1])
     return ", ".join(f"{name} {count}" for name, count in items) or "-"
@@ -251,7 +255,7 @@ def _site_text(site: dict[str, Any]) -> list[str]:
         sampling = site.get("stack_sampling", {})
         captured = sampling.get("captured", stack["count"])
         lines.append(
-            f"    creation stack ({stack['count']} of {captured} recorded creations;"
+            f"    creation stack (seen in {stack['count']} of the {captured} sampled creations;"
             f" > marks application frames):"
         )
         for frame in stack["frames"]:
@@ -278,7 +282,8 @@ def render_text(data: dict[str, Any], *, limit: int = 10) -> str:
     window = config.get("window")
     window_text = f" within {window}s" if window else ""
     head = (
-        f"executor_guard: {totals['pools']} pools from {totals['sites']} call sites; "
+        f"executor_guard: {_plural(totals['pools'], 'pool')} from "
+        f"{_plural(totals['sites'], 'call site')}; "
         f"{len(flagged)} with findings (mode {config.get('mode')}, "
         f"threshold {config.get('threshold')}{window_text})"
     )
@@ -293,7 +298,7 @@ def render_text(data: dict[str, Any], *, limit: int = 10) -> str:
     quiet = [s for s in sites if not s["findings"]]
     if quiet and flagged:
         out.append("")
-        out.append(f"{len(quiet)} call sites without findings; the busiest:")
+        out.append(f"{_plural(len(quiet), 'call site')} without findings; the busiest:")
         for site in quiet[:3]:
             out.append(
                 f"    {site['created']} x {_short(site['file'])}:{site['line']} in {site['function']}"
