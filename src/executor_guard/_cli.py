@@ -156,7 +156,9 @@ def _run_script(path: str, args: list[str]) -> None:
     """Run ``path`` as ``python path args...`` would, in a fresh ``__main__``."""
     import importlib.machinery
 
-    absolute = os.path.abspath(path)
+    # Like the interpreter: __file__ is the path joined to the working
+    # directory, unnormalised; sys.path[0] is its real directory.
+    absolute = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
     if os.path.isdir(absolute) or not absolute.endswith((".py", ".pyw")) and _is_zip(absolute):
         import runpy
 
@@ -165,7 +167,7 @@ def _run_script(path: str, args: list[str]) -> None:
         runpy.run_path(absolute, run_name="__main__")
         return
     code = _script_code(absolute)
-    _set_path0(os.path.dirname(absolute))
+    _set_path0(os.path.dirname(os.path.realpath(absolute)))
     main = types.ModuleType("__main__")
     main.__file__ = absolute
     main.__loader__ = importlib.machinery.SourceFileLoader("__main__", absolute)
