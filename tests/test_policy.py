@@ -111,8 +111,9 @@ def test_log_mode_emits_json_events_at_growing_milestones(capsys: pytest.Capture
     assert first["shutdown"] == {"context": 0, "wait": 9, "nowait": 0, "never": 0, "open": 1}
     assert first["findings"] == ["churn"]
     assert first["stack"][-1] == f"{__file__}:{SITE_LINE} in churn_once"
-    assert first["process_threads"] >= 1
-    assert first["process_rss_bytes"] > 0
+    assert first["process"]["threads"] >= 1
+    assert first["process"]["rss_bytes"] > 0
+    assert list(first)[:4] == ["event", "timestamp", "level", "logger"]
 
 
 def test_log_mode_console_format_prints_the_stack_under_the_line(

@@ -6,8 +6,9 @@ See README.md for the three ways in: the launcher, the ``EXECUTOR_GUARD``
 environment variable and the pytest plugin.
 """
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
+
 from ._guard import Guard, guarded, install, is_installed, report, reset, uninstall
-from ._report import Report, ReportFileError
 from ._version import __version__
 from .exceptions import (
     ConfigError,
@@ -15,6 +16,20 @@ from .exceptions import (
     ExecutorChurnWarning,
     ExecutorGuardError,
 )
+
+if TYPE_CHECKING:
+    from ._report import Report, ReportFileError
+
+
+def __getattr__(name: str) -> object:
+    # Report and ReportFileError live in _report, which imports json and
+    # tempfile: load it when first asked for, not at interpreter start-up.
+    if name in ("Report", "ReportFileError"):
+        from . import _report
+
+        return getattr(_report, name)
+    raise AttributeError(f"module 'executor_guard' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",

@@ -257,7 +257,15 @@ def _install(options: argparse.Namespace) -> Any:
         # One file per process: without {pid}, children would overwrite ours.
         exported.pop(_config.ENV["report_path"], None)
     os.environ.update(exported)
-    return install(**{k: v for k, v in vars(config).items()})
+    guard = install(**config.options())
+    startup = sys.modules.get("executor_guard._startup")
+    if startup is not None:
+        # The environment activated the guard at start-up; the launcher writes
+        # the report itself, so the hook's at-exit writer stands down.
+        import atexit
+
+        atexit.unregister(startup._report_at_exit)
+    return guard
 
 
 def _finish(guard: Any, options: argparse.Namespace, status: int) -> int:

@@ -11,13 +11,14 @@ start-up hook, the launcher and the pytest plugin call.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import signal
-from collections.abc import Iterable, Mapping
-from typing import Any, Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 from .exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any, Optional
 
 MODES = ("warn", "log", "raise")
 LOG_FORMATS = ("console", "json")
@@ -42,23 +43,79 @@ MAX_STACK_DEPTH = 256
 MAX_WINDOW = 10.0**9
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """What the guard does; see PRODUCT.md's option table for the meaning of each field."""
+_FIELDS = (
+    "mode",
+    "threshold",
+    "window",
+    "stack_depth",
+    "ignore",
+    "report_path",
+    "log_format",
+    "log_target",
+    "dump_signal",
+)
 
-    mode: str = "warn"
-    threshold: int = 10
-    window: Optional[float] = None
-    stack_depth: int = 32
-    ignore: tuple[str, ...] = ()
-    report_path: Optional[str] = None
-    log_format: str = "console"
-    log_target: str = "stderr"
-    dump_signal: Optional[str] = None
+
+class Config:
+    """What the guard does; see PRODUCT.md's option table for the meaning of each field.
+
+    Immutable. A plain slotted class rather than a dataclass: ``dataclasses``
+    imports ``inspect``, about 10 ms of interpreter start-up we do not spend.
+    """
+
+    __slots__ = _FIELDS
+
+    mode: str
+    threshold: int
+    window: Optional[float]
+    stack_depth: int
+    ignore: tuple[str, ...]
+    report_path: Optional[str]
+    log_format: str
+    log_target: str
+    dump_signal: Optional[str]
+
+    def __init__(
+        self,
+        mode: str = "warn",
+        threshold: int = 10,
+        window: Optional[float] = None,
+        stack_depth: int = 32,
+        ignore: tuple[str, ...] = (),
+        report_path: Optional[str] = None,
+        log_format: str = "console",
+        log_target: str = "stderr",
+        dump_signal: Optional[str] = None,
+    ) -> None:
+        values = (mode, threshold, window, stack_depth, tuple(ignore), report_path,
+                  log_format, log_target, dump_signal)
+        for name, value in zip(_FIELDS, values):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Config is immutable; use replace({name}=...)")
+
+    def options(self) -> dict[str, Any]:
+        """The fields as keywords (``install(**config.options())``)."""
+        return {name: getattr(self, name) for name in _FIELDS}
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied (already validated values)."""
-        return dataclasses.replace(self, **changes)
+        options = self.options()
+        options.update(changes)
+        return Config(**options)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self.options() == other.options()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.options().values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"Config({fields})"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report's ``config`` block."""
@@ -129,7 +186,7 @@ def parse_ignore(value: object, source: str) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         items: Iterable[object] = value.split(",")
-    elif isinstance(value, Iterable):
+    elif isinstance(value, (list, tuple, set, frozenset)):
         items = value
     else:
         raise ConfigError(source, value, "expected glob patterns")
@@ -174,6 +231,8 @@ def parse_signal(value: object, source: str) -> Optional[str]:
     """A signal name (``USR1``, ``SIGUSR1``) that exists on this platform, or None."""
     if value is None:
         return None
+    import signal
+
     if isinstance(value, str):
         text = value.strip().upper()
         if not text:

@@ -19,18 +19,21 @@ distinct thread names and classes per site, and a ``deque`` of at most
 
 from __future__ import annotations
 
-import dataclasses
-import fnmatch
 import os
 import threading
 import time
 import weakref
 from collections import deque
-from types import FrameType
-from typing import Any, Callable, Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
-from ._callsite import Frame, describe
-from ._config import Config
+from ._callsite import describe
+
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any, Callable, Optional
+
+    from ._callsite import Frame
+    from ._config import Config
 
 #: Every creation at a site has its stack captured until the site has this many.
 STACK_FIRST = 16
@@ -155,18 +158,46 @@ class Site:
         self.times: Optional[deque[float]] = deque(maxlen=threshold) if window else None
 
 
-@dataclasses.dataclass(frozen=True)
 class Crossing:
     """A call site crossed the churn threshold (or a later milestone) just now."""
 
-    site: SiteSnapshot
-    refused: bool
-    first: bool
+    __slots__ = ("first", "refused", "site")
+
+    def __init__(self, site: SiteSnapshot, refused: bool, first: bool) -> None:
+        self.site = site
+        self.refused = refused
+        self.first = first
 
 
-@dataclasses.dataclass(frozen=True)
-class SiteSnapshot:
+class _Plain:
+    """Keyword-initialised slotted value objects (``dataclasses`` costs start-up time)."""
+
+    __slots__ = ()
+
+    def __init__(self, **fields: Any) -> None:
+        missing = set(self.__slots__) - set(fields)
+        if missing:
+            raise TypeError(f"missing fields: {sorted(missing)}")
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class SiteSnapshot(_Plain):
     """An immutable copy of one site's statistics, safe to format outside the lock."""
+
+    __slots__ = (
+        "cancel_futures", "churn", "classes", "created", "creator", "file", "first_at",
+        "function", "ignored", "last_at", "line", "live", "max_workers", "module",
+        "nowait_pending", "peak_live", "refused", "shutdown", "stacks", "stacks_captured",
+        "stacks_dropped", "threads",
+    )
 
     file: str
     line: int
@@ -219,9 +250,13 @@ class SiteSnapshot:
         return found
 
 
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
+class Snapshot(_Plain):
     """Everything a report needs, copied out of the registry at one moment."""
+
+    __slots__ = (
+        "config", "elapsed", "overflow", "peak_threads", "pools", "refused", "sites",
+        "started_wall",
+    )
 
     config: Config
     started_wall: float
@@ -578,6 +613,8 @@ class Registry:
 
 
 def _ignored(key: Frame, module: str, patterns: tuple[str, ...]) -> bool:
+    import fnmatch
+
     file, line, function = key
     candidates = (f"{file}:{line}", file, f"{module}.{function}", os.path.basename(file))
     return any(fnmatch.fnmatchcase(c, p) for p in patterns for c in candidates)
