@@ -55,6 +55,9 @@ if TYPE_CHECKING:
         ) -> None: ...
 
 
+#: Module name -> callbacks to run once it is imported (see when_imported).
+_ON_IMPORT: dict[str, list[Callable[[ModuleType], None]]] = {}
+
 _hooks: Optional[Hooks] = None
 _patched: list[tuple[type, str, Callable[..., Any], Callable[..., Any]]] = []
 _finder: Optional[_PatchOnImport] = None
@@ -209,13 +212,16 @@ class _DeferredLoader:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
         with _install_lock:
-            if _finder is not None:
-                try:
-                    _patch_module(module)
-                except Exception as exc:  # never break the host's import
-                    from ._diagnostics import internal_error
+            callbacks = _ON_IMPORT.pop(module.__name__, [])
+            if _finder is not None and module.__name__ in TARGETS:
+                callbacks.insert(0, _patch_module)
+        for callback in callbacks:
+            try:
+                callback(module)
+            except Exception as exc:  # never break the host's import
+                from ._diagnostics import internal_error
 
-                    internal_error("patching " + module.__name__, exc)
+                internal_error("setting up after importing " + module.__name__, exc)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
@@ -228,7 +234,7 @@ class _PatchOnImport:
         self._busy: set[str] = set()
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname not in TARGETS or fullname in self._busy:
+        if (fullname not in TARGETS and fullname not in _ON_IMPORT) or fullname in self._busy:
             return None
         self._busy.add(fullname)
         try:
@@ -265,6 +271,19 @@ def install(hooks: Hooks) -> None:
                 _patch_module(module)
 
 
+def when_imported(name: str, callback: Callable[[ModuleType], None]) -> None:
+    """Call ``callback(module)`` once module ``name`` is imported (now if it is).
+
+    Only while installed: the deferred-import finder carries it out.
+    """
+    module = sys.modules.get(name)
+    if module is not None:
+        callback(module)
+        return
+    with _install_lock:
+        _ON_IMPORT.setdefault(name, []).append(callback)
+
+
 def set_hooks(hooks: Optional[Hooks]) -> None:
     """Switch the active hooks without touching the patches (nested guards)."""
     global _hooks
@@ -287,6 +306,7 @@ def uninstall() -> list[str]:
             except ValueError:
                 pass
             _finder = None
+        _ON_IMPORT.clear()
         for cls, name, original, wrapper in reversed(_patched):
             if vars(cls).get(name) is wrapper:
                 setattr(cls, name, original)

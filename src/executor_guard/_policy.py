@@ -156,8 +156,10 @@ def emit_log(data: dict[str, Any], config: Config, stream: Optional[Any] = None)
         )
     else:
         target = stream if stream is not None else sys.stderr
+        # WriteLogger writes line and newline in one call: lines from several
+        # processes sharing stderr do not interleave.
         proxy = structlog.wrap_logger(
-            structlog.PrintLogger(target),
+            structlog.WriteLogger(target),
             processors=[add_timestamp, renderer],
             wrapper_class=structlog.BoundLogger,
             context_class=dict,

@@ -80,6 +80,10 @@ def _activate(environ: Mapping[str, str]) -> Optional[Guard]:
     import atexit
 
     atexit.register(_report_at_exit)
+    if config.report_path is not None:
+        from . import _patch
+
+        _patch.when_imported("multiprocessing.util", _arm_after_fork)
     if config.dump_signal is not None:
         _install_dump_signal(config.dump_signal)
     return guard
@@ -125,8 +129,36 @@ def report_path(configured: Optional[str], *, for_dump: bool = False) -> Optiona
     return f"{root}-{{pid}}{ext or '.json'}"
 
 
+class _Anchor:
+    """A weak-referenceable owner for multiprocessing's after-fork registry."""
+
+
+_ANCHOR = _Anchor()
+_reported_in: Optional[int] = None
+
+
+def _arm_after_fork(util: Any) -> None:
+    """Make fork and forkserver workers write their report too.
+
+    Those workers end with ``os._exit``, which skips ``atexit``; they do run
+    multiprocessing's finalizers, registered anew in each worker by its
+    after-fork hooks (registering earlier would be cleared by the worker).
+    """
+    util.register_after_fork(_ANCHOR, _arm_worker)
+
+
+def _arm_worker(_: object) -> None:
+    from multiprocessing import util
+
+    util.Finalize(None, _report_at_exit, exitpriority=-100)
+
+
 def _report_at_exit() -> None:
-    """Write the JSON report at interpreter exit, if a path is configured."""
+    """Write the JSON report at interpreter exit, once per process, if a path is set."""
+    global _reported_in
+    if _reported_in == os.getpid():
+        return
+    _reported_in = os.getpid()
     try:
         from ._guard import active_guard
 
@@ -158,28 +190,51 @@ def _dump(signum: int) -> None:
 
 
 def _install_dump_signal(name: str) -> None:
-    """Write a report on signal ``name``, chaining any handler the host had.
+    """Write a report on signal ``name`` without stopping the process.
 
-    The handler itself only starts a thread: a signal handler runs in the main
+    Whatever handler the host has, or installs later with ``signal.signal``
+    (servers such as gunicorn set theirs after interpreter start-up), is
+    chained: our handler stays installed and calls it afterwards, and
+    ``signal.getsignal`` keeps answering with the host's handler. Other signals
+    are untouched. The handler itself only starts a thread: it runs in the main
     thread between two bytecodes, possibly while that thread holds the
-    registry's lock in the middle of recording a pool, so taking the lock here
-    could deadlock. The writer thread simply waits for it.
+    registry's lock, so taking the lock right there could deadlock.
     """
-    global _dump_previous
+    import functools
     import signal
     import threading
 
-    signum = getattr(signal, name)
-    previous = signal.getsignal(signum)
+    signum = int(getattr(signal, name))
+    host: list[Any] = [signal.getsignal(signum)]
+    original_signal = signal.signal
+    original_getsignal = signal.getsignal
 
     def handler(number: int, frame: Any) -> None:
-        threading.Thread(target=_dump, args=(number,), name="executor_guard-dump", daemon=True).start()
+        threading.Thread(
+            target=_dump, args=(number,), name="executor_guard-dump", daemon=True
+        ).start()
+        previous = host[0]
         if callable(previous):
             previous(number, frame)
 
+    @functools.wraps(original_signal)
+    def chaining_signal(sig: Any, action: Any) -> Any:
+        if int(sig) != signum:
+            return original_signal(sig, action)
+        original_signal(signum, handler)  # raises where the host's call would
+        previous, host[0] = host[0], action
+        return previous
+
+    @functools.wraps(original_getsignal)
+    def chaining_getsignal(sig: Any) -> Any:
+        if int(sig) == signum:
+            return host[0]
+        return original_getsignal(sig)
+
     try:
-        signal.signal(signum, handler)
-        _dump_previous = previous
+        original_signal(signum, handler)
     except ValueError:  # not the main thread: say so rather than fail
         _say(f"EXECUTOR_GUARD_DUMP_SIGNAL={name} ignored: start-up did not run in the main thread")
-
+        return
+    signal.signal = chaining_signal
+    signal.getsignal = chaining_getsignal

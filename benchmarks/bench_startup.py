@@ -1,0 +1,227 @@
+"""Interpreter start-up benchmarks (target 4): what merely having executor_guard installed costs.
+
+a. **Installed, not activated** — ``python -c pass`` in the venv that has
+   executor_guard (and psutil, structlog) installed, with ``EXECUTOR_GUARD``
+   unset, against ``python -c pass`` in a venv made the same way without the
+   package: at most 1.01×. Whatever executor_guard puts on the start-up path
+   (its ``.pth`` file, the editable-install path entry) must be nearly free for
+   every process that does not ask for the guard.
+b. **Activated from the environment** — ``EXECUTOR_GUARD=log python -c pass``
+   against ``python -c "import concurrent.futures"`` in the same venv: at most
+   20 ms more. Activation imports ``concurrent.futures`` anyway (that is what it
+   patches), so that import is the fair baseline; the budget covers the rest of
+   executor_guard's import and install. Measured only when environment
+   activation exists (``import executor_guard._startup`` succeeds and
+   ``EXECUTOR_GUARD=log`` really installs the guard); otherwise reported as not
+   available.
+
+Method: the two commands alternate run by run (ABBA), each started with
+``os.posix_spawn`` and timed to its exit (the spawn overhead is the same for
+both sides); the verdict uses the median of the per-pair ratios (a) or the
+difference of the medians (b). When ``hyperfine`` is installed its own
+(sequential, not interleaved) measurement of (a) is recorded as a cross-check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from typing import Any, Optional
+
+import _common
+
+ENV_PREFIX = "EXECUTOR_GUARD"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The current environment without any ``EXECUTOR_GUARD*`` variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(extra)
+    return env
+
+
+def spawn_time(argv: list[str], env: dict[str, str]) -> float:
+    """Wall time from spawning ``argv`` to reaping it; the command must exit 0."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        actions = [
+            (os.POSIX_SPAWN_DUP2, devnull, 0),
+            (os.POSIX_SPAWN_DUP2, devnull, 1),
+            (os.POSIX_SPAWN_DUP2, devnull, 2),
+        ]
+        start = _common.clock()
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
+        _, status = os.waitpid(pid, 0)
+        elapsed = _common.clock() - start
+    finally:
+        os.close(devnull)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{argv} exited with status {status}")
+    return elapsed
+
+
+def interleaved_runs(
+    a: tuple[list[str], dict[str, str]],
+    b: tuple[list[str], dict[str, str]],
+    runs: int,
+    warmup: int = 10,
+) -> tuple[list[float], list[float]]:
+    """``runs`` ABBA-interleaved start-up times of commands ``a`` and ``b``."""
+    for _ in range(warmup):
+        spawn_time(*a)
+        spawn_time(*b)
+    return _common.interleave(lambda: spawn_time(*a), lambda: spawn_time(*b), runs, collect=False)
+
+
+def hyperfine(commands: list[str], env: dict[str, str], runs: int) -> Optional[dict[str, Any]]:
+    """Medians (s) of ``commands`` as measured by hyperfine, or None when it is missing."""
+    exe = shutil.which("hyperfine")
+    if exe is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "hyperfine.json")
+        subprocess.run(
+            [exe, "-N", "--warmup", "10", "--runs", str(runs), "--export-json", out, *commands],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with open(out, encoding="utf-8") as handle:
+            data = json.load(handle)
+    medians = [r["median"] for r in data["results"]]
+    means = [r["mean"] for r in data["results"]]
+    return {
+        "commands": commands,
+        "median_s": medians,
+        "mean_s": means,
+        "ratio_median": medians[0] / medians[1],
+        "version": subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip(),
+    }
+
+
+def installed_not_active(bare: str, runs: int, limit: float = 1.01) -> dict[str, Any]:
+    """Target 4a: ``python -c pass`` with the package installed vs a venv without it."""
+    _common.progress(f"start-up, installed but EXECUTOR_GUARD unset: {runs} interleaved pairs")
+    env = clean_env()
+    guarded_cmd = [sys.executable, "-c", "pass"]
+    bare_cmd = [bare, "-c", "pass"]
+    g_times, u_times = interleaved_runs((guarded_cmd, env), (bare_cmd, env), runs)
+    stats = _common.ratios(g_times, u_times)
+    cross = hyperfine([" ".join(guarded_cmd), " ".join(bare_cmd)], env, runs)
+    note = ""
+    if cross is not None:
+        note = f"hyperfine {cross['version'].split()[-1]} (sequential): {cross['ratio_median']:.3f}×"
+    g_med, u_med = statistics.median(g_times), statistics.median(u_times)
+    return _common.result(
+        "startup_installed",
+        "Start-up, package installed, EXECUTOR_GUARD unset: python -c pass",
+        guarded=_common.fmt_time(g_med),
+        unguarded=_common.fmt_time(u_med) + " (venv without the package)",
+        value=stats["ratio"],
+        value_text=f"{stats['ratio']:.3f}× (min {stats['ratio_min']:.3f}×)",
+        limit_text=f"≤ {limit:.2f}×",
+        passed=stats["ratio"] <= limit,
+        note=note,
+        detail={
+            **stats,
+            "runs": runs,
+            "guarded_median_s": g_med,
+            "unguarded_median_s": u_med,
+            "hyperfine": cross,
+            "guarded_runs_s": g_times,
+            "unguarded_runs_s": u_times,
+        },
+    )
+
+
+def activation_available() -> tuple[bool, str]:
+    """Whether ``EXECUTOR_GUARD=log`` activates the guard at interpreter start here."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import executor_guard._startup"],
+        env=clean_env(),
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        return False, "environment activation not available: executor_guard._startup is missing"
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; m = sys.modules.get('executor_guard'); "
+            "sys.exit(0 if m is not None and m.is_installed() else 1)",
+        ],
+        env=clean_env(EXECUTOR_GUARD="log"),
+        capture_output=True,
+    )
+    if check.returncode != 0:
+        return False, (
+            "environment activation not available: executor_guard._startup exists but "
+            "EXECUTOR_GUARD=log did not install the guard at start-up in this venv"
+        )
+    return True, ""
+
+
+def activated(runs: int, limit_ms: float = 20.0) -> dict[str, Any]:
+    """Target 4b: ``EXECUTOR_GUARD=log python -c pass`` vs ``import concurrent.futures``."""
+    title = "Start-up, EXECUTOR_GUARD=log: python -c pass vs python -c 'import concurrent.futures'"
+    available, why = activation_available()
+    if not available:
+        _common.progress(why)
+        return _common.result(
+            "startup_activated",
+            title,
+            guarded="n/a",
+            unguarded="n/a",
+            value=None,
+            value_text="not available",
+            limit_text=f"≤ +{limit_ms:.0f} ms",
+            passed=None,
+            note=why,
+        )
+    _common.progress(f"start-up, EXECUTOR_GUARD=log: {runs} interleaved pairs")
+    guarded_cmd = ([sys.executable, "-c", "pass"], clean_env(EXECUTOR_GUARD="log"))
+    baseline_cmd = ([sys.executable, "-c", "import concurrent.futures"], clean_env())
+    g_times, u_times = interleaved_runs(guarded_cmd, baseline_cmd, runs)
+    g_med, u_med = statistics.median(g_times), statistics.median(u_times)
+    added_ms = (g_med - u_med) * 1e3
+    per_pair_ms = statistics.median(g - u for g, u in zip(g_times, u_times)) * 1e3
+    return _common.result(
+        "startup_activated",
+        title,
+        guarded=_common.fmt_time(g_med),
+        unguarded=_common.fmt_time(u_med) + " (import concurrent.futures)",
+        value=added_ms,
+        value_text=f"+{added_ms:.1f} ms (median per pair +{per_pair_ms:.1f} ms)",
+        limit_text=f"≤ +{limit_ms:.0f} ms",
+        passed=added_ms <= limit_ms,
+        detail={
+            "runs": runs,
+            "guarded_median_s": g_med,
+            "baseline_median_s": u_med,
+            "added_ms": added_ms,
+            "median_pair_difference_ms": per_pair_ms,
+            "min_difference_ms": (min(g_times) - min(u_times)) * 1e3,
+            "guarded_runs_s": g_times,
+            "baseline_runs_s": u_times,
+        },
+    )
+
+
+def main() -> None:
+    """Run both start-up benchmarks and emit their JSON."""
+    p = _common.parser(__doc__.splitlines()[0])
+    p.add_argument("--bare", required=True, help="python of a venv WITHOUT executor_guard")
+    args = p.parse_args()
+    runs = 100 if args.quick else 300
+    results = [installed_not_active(args.bare, runs), activated(runs)]
+    _common.emit("bench_startup", results, args.out)
+
+
+if __name__ == "__main__":
+    main()
