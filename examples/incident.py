@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 def send_notification(job_id: str, run: int) -> None:
-    time.sleep(0.05)  # a slow HTTP call to a chat webhook
+    time.sleep(0.3)  # a slow HTTP call to a chat webhook
 
 
 def job_event_listener(job_id: str, run: int) -> None:

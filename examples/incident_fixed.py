@@ -12,7 +12,7 @@ NOTIFICATIONS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
 
 
 def send_notification(job_id: str, run: int) -> None:
-    time.sleep(0.05)  # a slow HTTP call to a chat webhook
+    time.sleep(0.3)  # a slow HTTP call to a chat webhook
 
 
 def job_event_listener(job_id: str, run: int) -> None:
