@@ -5,7 +5,9 @@ a. **Installed, not activated** — ``python -c pass`` in the venv that has
    unset, against ``python -c pass`` in a venv made the same way without the
    package: at most 1.01×. Whatever executor_guard puts on the start-up path
    (its ``.pth`` file, the editable-install path entry) must be nearly free for
-   every process that does not ask for the guard.
+   every process that does not ask for the guard. A third venv, ``control``
+   (the bare one plus a ``.pth`` file holding only a comment), separates what
+   executor_guard costs from what processing *any* ``.pth`` file costs.
 b. **Activated from the environment** — ``EXECUTOR_GUARD=log python -c pass``
    against ``python -c "import concurrent.futures"`` in the same venv: at most
    20 ms more. Activation imports ``concurrent.futures`` anyway (that is what it
@@ -78,6 +80,22 @@ def interleaved_runs(
     return _common.interleave(lambda: spawn_time(*a), lambda: spawn_time(*b), runs, collect=False)
 
 
+def rotated_runs(
+    commands: list[tuple[list[str], dict[str, str]]], runs: int, warmup: int = 10
+) -> list[list[float]]:
+    """``runs`` start-up times of each command, the order rotating every round."""
+    for _ in range(warmup):
+        for command in commands:
+            spawn_time(*command)
+    times: list[list[float]] = [[] for _ in commands]
+    n = len(commands)
+    for index in range(runs):
+        for k in range(n):
+            which = (index + k) % n
+            times[which].append(spawn_time(*commands[which]))
+    return times
+
+
 def hyperfine(commands: list[str], env: dict[str, str], runs: int) -> Optional[dict[str, Any]]:
     """Medians (s) of ``commands`` as measured by hyperfine, or None when it is missing."""
     exe = shutil.which("hyperfine")
@@ -105,18 +123,40 @@ def hyperfine(commands: list[str], env: dict[str, str], runs: int) -> Optional[d
     }
 
 
-def installed_not_active(bare: str, runs: int, limit: float = 1.01) -> dict[str, Any]:
-    """Target 4a: ``python -c pass`` with the package installed vs a venv without it."""
-    _common.progress(f"start-up, installed but EXECUTOR_GUARD unset: {runs} interleaved pairs")
+def installed_not_active(
+    bare: str, control: Optional[str], runs: int, limit: float = 1.01
+) -> dict[str, Any]:
+    """Target 4a: ``python -c pass`` with the package installed vs a venv without it.
+
+    With ``control`` (a venv like ``bare`` plus one ``.pth`` file that does
+    nothing), the three interpreters rotate, and the guarded venv is also
+    compared with the control: what executor_guard costs beyond what *any*
+    ``.pth`` file costs (on 3.12+ a venv has none by default, and the first one
+    processed makes ``site`` import ``encodings.utf_8_sig``).
+    """
+    _common.progress(f"start-up, installed but EXECUTOR_GUARD unset: {runs} rotating rounds")
     env = clean_env()
     guarded_cmd = [sys.executable, "-c", "pass"]
     bare_cmd = [bare, "-c", "pass"]
-    g_times, u_times = interleaved_runs((guarded_cmd, env), (bare_cmd, env), runs)
+    commands = [(guarded_cmd, env), (bare_cmd, env)]
+    if control:
+        commands.append(([control, "-c", "pass"], env))
+    times = rotated_runs(commands, runs)
+    g_times, u_times = times[0], times[1]
     stats = _common.ratios(g_times, u_times)
+    notes = []
+    control_stats: Optional[dict[str, float]] = None
+    if control:
+        control_stats = _common.ratios(g_times, times[2])
+        dummy = _common.ratios(times[2], u_times)
+        notes.append(
+            f"vs a venv whose only extra is an inert .pth: {control_stats['ratio']:.3f}× "
+            f"(that inert .pth alone: {dummy['ratio']:.3f}× of bare)"
+        )
     cross = hyperfine([" ".join(guarded_cmd), " ".join(bare_cmd)], env, runs)
-    note = ""
     if cross is not None:
-        note = f"hyperfine {cross['version'].split()[-1]} (sequential): {cross['ratio_median']:.3f}×"
+        notes.append(f"hyperfine {cross['version'].split()[-1]} (sequential runs): {cross['ratio_median']:.3f}×")
+    notes.append("site-packages .pth files: " + pth_files(sys.executable))
     g_med, u_med = statistics.median(g_times), statistics.median(u_times)
     return _common.result(
         "startup_installed",
@@ -127,17 +167,28 @@ def installed_not_active(bare: str, runs: int, limit: float = 1.01) -> dict[str,
         value_text=f"{stats['ratio']:.3f}× (min {stats['ratio_min']:.3f}×)",
         limit_text=f"≤ {limit:.2f}×",
         passed=stats["ratio"] <= limit,
-        note=note,
+        note="; ".join(notes),
         detail={
             **stats,
             "runs": runs,
             "guarded_median_s": g_med,
             "unguarded_median_s": u_med,
+            "control": control_stats,
+            "control_median_s": statistics.median(times[2]) if control else None,
             "hyperfine": cross,
             "guarded_runs_s": g_times,
             "unguarded_runs_s": u_times,
         },
     )
+
+
+def pth_files(python: str) -> str:
+    """The ``.pth`` files in ``python``'s site-packages, comma-separated."""
+    code = (
+        "import site, os; d = site.getsitepackages()[0]; "
+        "print(', '.join(sorted(f for f in os.listdir(d) if f.endswith('.pth'))) or 'none')"
+    )
+    return subprocess.run([python, "-c", code], env=clean_env(), capture_output=True, text=True).stdout.strip()
 
 
 def activation_available() -> tuple[bool, str]:
@@ -217,9 +268,10 @@ def main() -> None:
     """Run both start-up benchmarks and emit their JSON."""
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--bare", required=True, help="python of a venv WITHOUT executor_guard")
+    p.add_argument("--control", help="python of a venv like --bare plus one inert .pth file")
     args = p.parse_args()
     runs = 100 if args.quick else 300
-    results = [installed_not_active(args.bare, runs), activated(runs)]
+    results = [installed_not_active(args.bare, args.control, runs), activated(runs)]
     _common.emit("bench_startup", results, args.out)
 
 

@@ -6,10 +6,12 @@ Usage (from anywhere; standard library only, any Python ≥ 3.9)::
     python benchmarks/run.py --pythons 3.11,3.13   # just these
     python benchmarks/run.py --quick               # fewer rounds, 100,000 instead of 1,000,000 creations
 
-For each Python it makes (or reuses) two venvs under ``.benchmarks/venvs/X.Y/``
+For each Python it makes (or reuses) three venvs under ``.benchmarks/venvs/X.Y/``
 (git-ignored): ``guarded``, with ``pip install -e`` of this repository (psutil
-and structlog come as dependencies), and ``bare``, made the same way but
-without the package — the start-up baseline. It runs the benchmark scripts
+and structlog come as dependencies; reinstalled every run so the start-up
+``.pth`` matches pyproject.toml), ``bare``, made the same way but without the
+package — the start-up baseline — and ``control``, ``bare`` plus one inert
+``.pth`` file. It runs the benchmark scripts
 with the ``guarded`` venv's interpreter, keeps their JSON under
 ``.benchmarks/results/``, profiles the hot path with cProfile where a hot-path
 target was missed, and renders ``benchmarks/RESULTS.md``. The exit status is 0
@@ -123,31 +125,51 @@ def probe(python: str, code: str) -> bool:
     return done.returncode == 0
 
 
-def ensure_venvs(minor: str, base: str, reinstall: bool) -> tuple[str, str]:
-    """Create or reuse the ``guarded`` and ``bare`` venvs for ``minor``; return their pythons."""
+def ensure_venvs(minor: str, base: str, reinstall: bool) -> tuple[str, str, str]:
+    """Create or reuse the ``guarded``, ``bare`` and ``control`` venvs; return their pythons.
+
+    ``control`` is ``bare`` plus one ``.pth`` file holding only a comment: the
+    start-up benchmark uses it to tell executor_guard's cost from the cost of
+    processing any ``.pth`` file at all.
+    """
     guarded = os.path.join(VENVS, minor, "guarded")
     bare = os.path.join(VENVS, minor, "bare")
-    for venv in (guarded, bare):
+    control = os.path.join(VENVS, minor, "control")
+    for venv in (guarded, bare, control):
         if reinstall and os.path.isdir(venv):
             shutil.rmtree(venv)
         if not os.path.exists(venv_python(venv)):
             say(f"  creating {os.path.relpath(venv, REPO)}")
             subprocess.run([base, "-m", "venv", venv], check=True)
+    site_packages = subprocess.run(
+        [venv_python(control), "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with open(os.path.join(site_packages, "_benchmark_control.pth"), "w", encoding="utf-8") as handle:
+        handle.write("# executor_guard benchmarks: an inert .pth file (start-up control)\n")
+    # Always (re)install: cheap, and it keeps what the install lays into
+    # site-packages (the editable path, the start-up .pth) in step with pyproject.toml.
+    say(f"  pip install -e {REPO} into {os.path.relpath(guarded, REPO)}")
+    done = subprocess.run(
+        [venv_python(guarded), "-m", "pip", "install", "--quiet", "-e", REPO],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        say(done.stdout + done.stderr)
+        raise RuntimeError(f"pip install -e {REPO} failed in {guarded}")
     src = os.path.join(REPO, "src", "executor_guard")
-    installed = probe(
+    if not probe(
         venv_python(guarded),
         "import os, executor_guard, psutil, structlog; "
         f"raise SystemExit(os.path.dirname(executor_guard.__file__) != {src!r})",
-    )
-    if not installed:
-        say(f"  pip install -e {REPO} into {os.path.relpath(guarded, REPO)}")
-        subprocess.run(
-            [venv_python(guarded), "-m", "pip", "install", "--quiet", "-e", REPO],
-            check=True,
-        )
+    ):
+        raise RuntimeError(f"{guarded}: executor_guard from {src} is not importable after install")
     if probe(venv_python(bare), "import executor_guard"):
         raise RuntimeError(f"{bare} must not have executor_guard installed")
-    return venv_python(guarded), venv_python(bare)
+    return venv_python(guarded), venv_python(bare), venv_python(control)
 
 
 # -- running ------------------------------------------------------------------------
@@ -168,13 +190,13 @@ def run_script(python: str, script: str, out: str, quick: bool, extra: list[str]
 def run_python(minor: str, base: str, args: argparse.Namespace) -> dict[str, Any]:
     """All benchmarks for one Python; returns ``{"python", "results", "profiles"}``."""
     say(f"=== CPython {minor}: {base}")
-    guarded, bare = ensure_venvs(minor, base, args.reinstall)
+    guarded, bare, control = ensure_venvs(minor, base, args.reinstall)
     os.makedirs(RESULTS_DIR, exist_ok=True)
     results: list[dict[str, Any]] = []
     version = ""
     for script in args.only:
         say(f"  {script}")
-        extra = ["--bare", bare] if script == "bench_startup" else []
+        extra = ["--bare", bare, "--control", control] if script == "bench_startup" else []
         out = os.path.join(RESULTS_DIR, f"{minor}-{script}.json")
         document = run_script(guarded, script, out, args.quick, extra)
         version = document["python"]

@@ -10,6 +10,8 @@ import pytest
 
 from executor_guard import _diagnostics, _guard, _patch, _registry
 
+pytest_plugins = ["pytester"]
+
 
 def _forget_everything() -> None:
     _guard.uninstall()

@@ -92,10 +92,11 @@ class Guard:
     describes what this guard recorded.
     """
 
-    def __init__(self, config: _config.Config) -> None:
+    def __init__(self, config: _config.Config, policy: Optional[Policy] = None) -> None:
         self.config = config
         self.registry = _registry.Registry(config)
-        self.policy = Policy(config)
+        self.policy = policy if policy is not None else Policy(config)
+        self._own_policy = policy is None
         if _state.classifier is None:
             _state.classifier = Classifier()
         self._kind_of = _state.classifier
@@ -208,7 +209,8 @@ class Guard:
     def _reconfigure(self, config: _config.Config) -> None:
         self.config = config
         self.registry.config = config
-        self.policy = Policy(config)
+        if self._own_policy:
+            self.policy = Policy(config)
 
     def __repr__(self) -> str:
         active = "active" if _state.guard is self else "inactive"
@@ -417,13 +419,14 @@ def uninstall() -> None:
 class _Block:
     """The context manager returned by :func:`guarded`."""
 
-    def __init__(self, config: _config.Config) -> None:
+    def __init__(self, config: _config.Config, policy: Optional[Policy] = None) -> None:
         self._config = config
+        self._policy = policy
         self._guard: Optional[Guard] = None
 
     def __enter__(self) -> Guard:
         with _state.lock:
-            guard = self._guard = Guard(self._config)
+            guard = self._guard = Guard(self._config, self._policy)
             _state.suspended.append(_state.guard)
             _activate(guard)
         return guard

@@ -222,3 +222,14 @@ class Policy:
             module=site.module,
             registry=registry,
         )
+
+
+class RecordOnly(Policy):
+    """A policy that never acts: findings stay in the registry for someone to read.
+
+    The pytest plugin uses it to fail the test phase itself, with the whole
+    site in the failure text, instead of warning or raising at the call site.
+    """
+
+    def act(self, crossing: Crossing, frame: Optional[FrameType]) -> None:
+        """Do nothing; the crossing is already recorded as ``churn``."""

@@ -219,6 +219,19 @@ def _counts(table: dict[str, int]) -> str:
     return ", ".join(f"{name} {count}" for name, count in items) or "-"
 
 
+def _owner(path: str) -> str:
+    """A short name for where a library frame comes from: its top-level package."""
+    if path.startswith("<"):
+        return path.strip("<>").split()[-1].split(".")[0]
+    parts = path.replace(os.sep, "/").split("/")
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            index = parts.index(marker)
+            if index + 1 < len(parts):
+                return parts[index + 1].split(".")[0]
+    return os.path.splitext(parts[-1])[0]
+
+
 def _source(file: str, line: int) -> str:
     try:
         return linecache.getline(file, line).strip()
@@ -258,7 +271,15 @@ def _site_text(site: dict[str, Any]) -> list[str]:
             f"    creation stack (seen in {stack['count']} of the {captured} sampled creations;"
             f" > marks application frames):"
         )
-        for frame in stack["frames"]:
+        frames = stack["frames"]
+        first_app = next((i for i, f in enumerate(frames) if f.get("app")), 0)
+        if first_app > 1:
+            # The outer frames above the first application frame are the
+            # runner's plumbing (pytest, a server, runpy): one line says whose.
+            owners = sorted({_owner(f["file"]) for f in frames[:first_app]})
+            lines.append(f"       ... {first_app} outer frames ({', '.join(owners)})")
+            frames = frames[first_app:]
+        for frame in frames:
             marker = ">" if frame.get("app") else " "
             lines.append(
                 f"     {marker} {_short(frame['file'])}:{frame['line']} in {frame['function']}"

@@ -1,0 +1,274 @@
+"""The pytest plugin, driven through pytester in subprocess mode."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::executor_guard.ExecutorChurnWarning")
+
+SUITE = """
+    import pytest
+    from concurrent.futures import ThreadPoolExecutor
+
+    def make_pool():
+        with ThreadPoolExecutor(max_workers=1) as pool:  # helper site
+            return pool.submit(int).result()
+
+    def test_body_churns():
+        for _ in range(12):
+            make_pool()
+
+    def test_quiet():
+        with ThreadPoolExecutor(2) as pool:
+            assert sum(pool.map(abs, range(100))) == 4950
+"""
+
+FIXTURES = """
+    import pytest
+    from concurrent.futures import ThreadPoolExecutor
+
+    @pytest.fixture
+    def churn_in_setup():
+        for _ in range(11):
+            ThreadPoolExecutor(1).shutdown(wait=False)  # setup site
+        yield
+
+    @pytest.fixture
+    def churn_in_teardown():
+        yield
+        for _ in range(11):
+            ThreadPoolExecutor(1).shutdown()  # teardown site
+
+    def test_setup(churn_in_setup):
+        pass
+
+    def test_teardown(churn_in_teardown):
+        pass
+"""
+
+ACROSS = """
+    import pytest
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one_pool_per_call():
+        pool = ThreadPoolExecutor(1)  # per-call site
+        try:
+            return pool.submit(int).result()
+        finally:
+            pool.shutdown()
+
+    @pytest.mark.parametrize("n", range(15))
+    def test_uses_helper(n):
+        assert one_pool_per_call() == 0
+"""
+
+
+def test_inactive_by_default_nothing_patched(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        SUITE
+        + """
+    def test_not_patched():
+        assert not hasattr(ThreadPoolExecutor.__init__, "__wrapped__")
+    """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    result.stdout.no_fnmatch_line("*executor_guard*")
+
+
+def test_a_test_that_churns_fails_with_the_site_count_modes_and_stack(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess("--executor-guard", "-W", "error")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*executor_guard: 1 call site(s) created pools repeatedly during the call of "
+            "test_a_test_that_churns_fails_with_the_site_count_modes_and_stack.py::test_body_churns"
+            " (threshold 10 per test)",
+            "[[]churn[]] *.py:5 in make_pool",
+            "    created 12 (ThreadPoolExecutor 12)*",
+            "    shutdown: context 12",
+            "     > *.py:10 in test_body_churns",
+            "     > *.py:5 in make_pool",
+            "          with ThreadPoolExecutor(max_workers=1) as pool:  # helper site",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*PluggyTeardownRaisedWarning*")
+
+
+def test_churn_in_fixtures_fails_their_setup_and_teardown(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(FIXTURES)
+    result = pytester.runpytest_subprocess("--executor-guard")
+    result.assert_outcomes(passed=1, errors=2)  # test_teardown's call passed
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_setup*",
+            "*during the setup of *::test_setup*",
+            "[[]churn[]] *.py:7 in churn_in_setup",
+            "*ERROR at teardown of test_teardown*",
+            "*during the teardown of *::test_teardown*",
+            "[[]churn[]] *.py:14 in churn_in_teardown",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "enable",
+    [("cli", "--executor-guard"), ("ini", "[pytest]\nexecutor_guard = true\n"), ("env", "1")],
+)
+def test_enabled_by_flag_ini_or_environment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, enable: tuple[str, str]
+) -> None:
+    pytester.makepyfile(SUITE)
+    how, value = enable
+    args: list[str] = []
+    if how == "cli":
+        args.append(value)
+    elif how == "ini":
+        pytester.makefile(".ini", pytest=value.split("\n", 1)[1].join(["[pytest]\n", ""]))
+    else:
+        monkeypatch.setenv("EXECUTOR_GUARD", value)
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(failed=1, passed=1)
+
+
+def test_threshold_and_mode_from_ini_with_the_command_line_winning(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SUITE)
+    pytester.makeini("[pytest]\nexecutor_guard = true\nexecutor_guard_threshold = 20\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)  # 12 < 20
+    result = pytester.runpytest_subprocess("--executor-guard-threshold", "5")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*(threshold 5 per test)*"])
+
+
+def test_raise_mode_fails_at_the_constructor_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess("--executor-guard", "--executor-guard-mode", "raise")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        ["*with ThreadPoolExecutor(max_workers=1) as pool:  # helper site*",
+         "E*ExecutorChurnError: refused to create another ThreadPoolExecutor*"]
+    )
+
+
+def test_warn_mode_reports_through_pytests_warning_capture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess("--executor-guard", "--executor-guard-mode", "warn")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(["*ExecutorChurnWarning: ThreadPoolExecutor created 10 times*"])
+    strict = pytester.runpytest_subprocess(
+        "--executor-guard", "--executor-guard-mode", "warn",
+        "-W", "error::executor_guard.ExecutorChurnWarning",
+    )
+    strict.assert_outcomes(failed=1, passed=1)
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (("cli", "--executor-guard-threshold=ten"),
+         "executor_guard: --executor-guard-threshold: invalid value 'ten'*"),
+        (("cli", "--executor-guard-mode=loud"), "executor_guard: --executor-guard-mode: invalid value 'loud'*"),
+        (("ini", "executor_guard_threshold = 1"),
+         "executor_guard: ini option executor_guard_threshold: invalid value '1'*"),
+        (("ini", "executor_guard_mode = shout"),
+         "executor_guard: ini option executor_guard_mode: invalid value 'shout'*"),
+        (("env", "EXECUTOR_GUARD_THRESHOLD=x"), "executor_guard: EXECUTOR_GUARD_THRESHOLD: invalid value 'x'*"),
+    ],
+)
+def test_a_bad_value_names_its_source(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, setup: tuple[str, str], message: str
+) -> None:
+    pytester.makepyfile(SUITE)
+    how, value = setup
+    args = ["--executor-guard"]
+    if how == "cli":
+        args.append(value)
+    elif how == "ini":
+        pytester.makeini(f"[pytest]\n{value}\n")
+    else:
+        name, _, raw = value.partition("=")
+        monkeypatch.setenv(name, raw)
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+def test_churn_across_tests_is_summarised_with_the_tests_that_hit_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(ACROSS)
+    result = pytester.runpytest_subprocess("--executor-guard")
+    result.assert_outcomes(passed=15)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            "*= executor_guard: call sites that churn across tests =*",
+            "*.py:5 in one_pool_per_call: 15 pools over 15 tests (threshold 10)",
+            "        1  *::test_uses_helper[[]0[]]",
+            "    ... and 5 more tests",
+        ]
+    )
+    failing = pytester.runpytest_subprocess("--executor-guard", "--executor-guard-fail-session")
+    failing.assert_outcomes(passed=15)
+    assert failing.ret == pytest.ExitCode.TESTS_FAILED
+    failing.stdout.fnmatch_lines(["executor_guard: failing the run (--executor-guard-fail-session)"])
+
+
+def test_the_marker_sets_threshold_and_allows_sites(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        SUITE
+        + """
+    @pytest.mark.executor_guard(threshold=20)
+    def test_higher_threshold():
+        for _ in range(12):
+            make_pool()
+
+    @pytest.mark.executor_guard(allow="*.py:5")
+    def test_allowed_site():
+        for _ in range(12):
+            make_pool()
+
+    @pytest.mark.executor_guard(threshold=3)
+    def test_marker_alone_guards_the_test():
+        for _ in range(3):
+            make_pool()
+    """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["FAILED *::test_marker_alone_guards_the_test*"])
+
+
+def test_the_fixture_inspects_and_asserts(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        SUITE
+        + """
+    def test_counts(executor_guard):
+        make_pool(); make_pool()
+        assert executor_guard.pools == 2
+        [site] = executor_guard.sites
+        assert site["function"] == "make_pool" and site["shutdown"]["context"] == 2
+        executor_guard.assert_no_churn()
+
+    @pytest.mark.executor_guard(threshold=2)
+    def test_assert_no_churn_fails(executor_guard):
+        make_pool(); make_pool()
+        executor_guard.assert_no_churn()
+
+    def test_unpatched_after_a_guarded_test():
+        assert not hasattr(ThreadPoolExecutor.__init__, "__wrapped__")
+    """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["E*AssertionError: 1 call site(s) created pools repeatedly:*"])
+
+
+def test_xdist_workers_are_guarded_and_the_summary_merges(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_across=ACROSS, test_suite=SUITE)
+    result = pytester.runpytest_subprocess("--executor-guard", "-n", "2")
+    result.assert_outcomes(passed=16, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*= executor_guard: call sites that churn across tests =*",
+         "*test_across.py:5 in one_pool_per_call: 15 pools over 15 tests (threshold 10)"]
+    )
