@@ -12,7 +12,10 @@
    extra (≤ 1.02×).
 
 Method: the guarded and unguarded variants alternate round by round in one
-process (see ``_common.interleave``). A guarded round is bracketed by
+process (see ``_common.interleave``). Thread start-up on a shared 2-core
+machine varies several-fold from one pool to the next, so the lifecycle uses
+many short rounds (600 × 20 pools): the median of that many adjacent-pair
+ratios is stable to about ±1 %. A guarded round is bracketed by
 ``executor_guard.install(mode="log", threshold=10**9)`` / ``uninstall()`` outside
 the timed section; ``install`` resumes the same registry, so the call site is
 in its steady state (past the first 16 creations, whose stacks are always
@@ -137,8 +140,8 @@ def main() -> None:
             "lifecycle",
             "Lifecycle: ThreadPoolExecutor(1) + submit(int) + shutdown()",
             lifecycle,
-            per_round=100,
-            rounds=60 // scale,
+            per_round=20,
+            rounds=600 // scale,
             limit=1.05,
             unit="pool",
         ),

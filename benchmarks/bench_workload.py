@@ -52,7 +52,7 @@ def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
 def main() -> None:
     """Run the rotating rounds and emit two results (guard and tracemalloc vs plain)."""
     args = _common.parser(__doc__.splitlines()[0]).parse_args()
-    rounds = 3 if args.quick else 9
+    rounds = 3 if args.quick else 7
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
     commands = variants()
     names = list(commands)

@@ -194,11 +194,21 @@ def run_python(minor: str, base: str, args: argparse.Namespace) -> dict[str, Any
     os.makedirs(RESULTS_DIR, exist_ok=True)
     results: list[dict[str, Any]] = []
     version = ""
-    for script in args.only:
-        say(f"  {script}")
-        extra = ["--bare", bare, "--control", control] if script == "bench_startup" else []
+    reused: list[str] = []
+    for script in SCRIPTS:
         out = os.path.join(RESULTS_DIR, f"{minor}-{script}.json")
-        document = run_script(guarded, script, out, args.quick, extra)
+        if script in args.only:
+            say(f"  {script}")
+            extra = ["--bare", bare, "--control", control] if script == "bench_startup" else []
+            document = run_script(guarded, script, out, args.quick, extra)
+        elif os.path.exists(out):
+            # Not selected with --only: keep the figures of the last run that made them.
+            with open(out, encoding="utf-8") as handle:
+                document = json.load(handle)
+            when = datetime.datetime.fromtimestamp(os.path.getmtime(out)).astimezone()
+            reused.append(f"{script} ({when:%Y-%m-%d %H:%M})")
+        else:
+            continue
         version = document["python"]
         results.extend(document["results"])
     profiles: list[dict[str, Any]] = []
@@ -207,7 +217,13 @@ def run_python(minor: str, base: str, args: argparse.Namespace) -> dict[str, Any
         say(f"  profile_hot_path ({'missed: ' + ', '.join(missed) if missed else 'requested'})")
         out = os.path.join(RESULTS_DIR, f"{minor}-profile.json")
         profiles = run_script(guarded, "profile_hot_path", out, args.quick, [])["results"]
-    return {"minor": minor, "python": version, "results": results, "profiles": profiles}
+    return {
+        "minor": minor,
+        "python": version,
+        "results": results,
+        "profiles": profiles,
+        "reused": reused,
+    }
 
 
 # -- rendering ----------------------------------------------------------------------
@@ -252,6 +268,12 @@ def render(runs: list[dict[str, Any]], args: argparse.Namespace, command: str) -
         "so every figure is a ratio of guarded and unguarded runs interleaved in one process or one "
         "loop (median of the per-round ratios; `min` = ratio of the fastest rounds).",
         f"- Size: {'**quick** (fewer rounds; 100,000 creations for 5a)' if args.quick else 'full'}.",
+        *[
+            f"- {run['python']}: figures of {', '.join(run['reused'])} are from that earlier run "
+            "(not selected with `--only` this time)."
+            for run in runs
+            if run["reused"]
+        ],
         "- How each figure is measured: [README.md](README.md). Raw per-round figures: "
         "`.benchmarks/results/*.json` after a run.",
         "",

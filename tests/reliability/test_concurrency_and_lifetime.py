@@ -1,0 +1,199 @@
+"""The host never pays: exact counts under contention, no deadlock, nothing kept alive."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import tracemalloc
+import warnings
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import executor_guard
+from executor_guard import _patch, _registry
+
+pytestmark = pytest.mark.filterwarnings("ignore::executor_guard.ExecutorChurnWarning")
+
+
+def site_a() -> None:
+    ThreadPoolExecutor(1).shutdown()
+
+
+def site_b() -> None:
+    with ThreadPoolExecutor(1):
+        pass
+
+
+def site_c() -> None:
+    ThreadPoolExecutor(1).shutdown(wait=False)
+
+
+def site_d() -> None:
+    ThreadPoolExecutor(1).shutdown(wait=True, cancel_futures=True)
+
+
+SITES = (site_a, site_b, site_c, site_d)
+
+
+def test_eight_threads_four_sites_twenty_thousand_creations_while_reporting() -> None:
+    per_thread = 2500
+    errors: list[BaseException] = []
+    reports = 0
+    done = threading.Event()
+    barrier = threading.Barrier(9)
+
+    def creator(index: int) -> None:
+        try:
+            barrier.wait()
+            make = SITES[index % 4]
+            for _ in range(per_thread):
+                make()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def reporter(guard: executor_guard.Guard) -> None:
+        nonlocal reports
+        barrier.wait()
+        while not done.is_set():
+            guard.report().to_dict()
+            reports += 1
+
+    with executor_guard.guarded(threshold=100) as guard:
+        creators = [threading.Thread(target=creator, args=(i,)) for i in range(8)]
+        watcher = threading.Thread(target=reporter, args=(guard,))
+        for thread in [*creators, watcher]:
+            thread.start()
+        for thread in creators:
+            thread.join(timeout=120)
+            assert not thread.is_alive(), "deadlock: a creator never finished"
+        done.set()
+        watcher.join(timeout=60)
+        assert not watcher.is_alive(), "deadlock: the reporter never finished"
+    assert errors == []
+    assert reports > 0
+    data = guard.report().to_dict()
+    assert data["totals"]["pools"] == 20_000
+    by_function = {site["function"]: site for site in data["sites"]}
+    assert {name: s["created"] for name, s in by_function.items()} == {
+        "site_a": 5000, "site_b": 5000, "site_c": 5000, "site_d": 5000,
+    }
+    assert by_function["site_a"]["shutdown"]["wait"] == 5000
+    assert by_function["site_b"]["shutdown"]["context"] == 5000
+    assert by_function["site_c"]["shutdown"]["nowait"] == 5000
+    assert by_function["site_d"]["cancel_futures"] == 5000
+    assert all(s["shutdown"]["open"] == 0 for s in data["sites"])
+
+
+def test_a_dropped_pool_is_collected_and_its_threads_end_as_without_the_guard() -> None:
+    def run() -> tuple[bool, int]:
+        release = threading.Event()
+        pool = ThreadPoolExecutor(2)
+        futures = [pool.submit(release.wait) for _ in range(2)]
+        workers = list(pool._threads)
+        pool.shutdown(wait=False)
+        ref = weakref.ref(pool)
+        del pool
+        release.set()
+        for future in futures:
+            future.result(timeout=10)
+        for worker in workers:
+            worker.join(timeout=10)
+        gc.collect()
+        return ref() is None, sum(w.is_alive() for w in workers)
+
+    unguarded = run()
+    with executor_guard.guarded():
+        guarded = run()
+    assert guarded == unguarded == (True, 0)
+
+
+def test_install_and_uninstall_a_thousand_times_leaves_nothing_behind() -> None:
+    import concurrent.futures.thread as thread_module
+
+    original = vars(thread_module.ThreadPoolExecutor)["__init__"]
+    meta_path = list(sys.meta_path)
+    filters = len(warnings.filters)
+    executor_guard.install()
+    executor_guard.uninstall()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for _ in range(1000):
+            executor_guard.install(mode="warn")
+            site_a()
+            executor_guard.uninstall()
+            executor_guard.reset()
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert vars(thread_module.ThreadPoolExecutor)["__init__"] is original
+    assert sys.meta_path == meta_path
+    assert len(warnings.filters) == filters
+    assert _patch._patched == []
+    assert _registry.live_records() == 0
+    assert after - before < 64 * 1024, f"grew by {after - before} bytes"
+
+
+def test_uninstall_while_pools_are_live_then_shutting_them_down_is_fine() -> None:
+    executor_guard.install()
+    pools = [ThreadPoolExecutor(1) for _ in range(3)]
+    for pool in pools:
+        pool.submit(int)
+    executor_guard.uninstall()
+    for pool in pools:
+        pool.shutdown(wait=True)
+    del pools
+    gc.collect()
+    data = executor_guard.report().to_dict()
+    assert data["sites"][0]["shutdown"]["open"] == 3
+    assert data["sites"][0]["shutdown"]["never"] == 0
+
+
+def test_memory_stays_bounded_over_a_million_creations_at_one_site() -> None:
+    """The registry's per-site state does not grow with the number of creations."""
+
+    class Pool:
+        pass
+
+    registry = _registry.Registry(executor_guard._config.Config(threshold=10**9))
+    key = ("/app.py", 1, "f")
+    frame = sys._getframe()
+
+    def create(n: int) -> None:
+        for _ in range(n):
+            pool = Pool()
+            registry.enter(pool, key, registry.sites.get(key), frame, frame, None)
+            registry.shutdown(pool, "wait", False, False, None)
+
+    create(10_000)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        create(1_000_000 if "--runslow" in sys.argv else 200_000)
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 64 * 1024, f"grew by {after - before} bytes"
+    assert registry.snapshot().sites[0].created >= 210_000
+
+
+def test_distinct_sites_are_capped_and_the_overflow_is_visible_in_the_report() -> None:
+    count = _registry.MAX_SITES + 1000
+    source = "\n".join(f"def f{i}():\n    ThreadPoolExecutor(1).shutdown()\n" for i in range(count))
+    namespace: dict[str, object] = {"ThreadPoolExecutor": ThreadPoolExecutor}
+    exec(compile(source, "<generated>", "exec"), namespace)
+    with executor_guard.guarded() as guard:
+        for i in range(count):
+            namespace[f"f{i}"]()  # type: ignore[operator]
+    data = guard.report().to_dict()
+    assert data["totals"]["sites"] == _registry.MAX_SITES
+    assert data["totals"]["overflow_creations"] == 1000
+    assert data["config"]["max_sites"] == _registry.MAX_SITES
+    assert "1000 creations at call sites beyond the limit of 4096 sites" in guard.report().to_text()
