@@ -75,7 +75,7 @@ def test_signatures_names_and_docs_are_unchanged() -> None:
         assert inspect.signature(wrapper) == signature
         assert wrapper.__name__ == name
         assert wrapper.__qualname__ == f"ThreadPoolExecutor.{name}"
-        assert wrapper.__doc__ == getattr(wrapper, "__wrapped__").__doc__
+        assert wrapper.__doc__ == wrapper.__wrapped__.__doc__
     # Plain functions pickle by qualified name; ours must resolve to itself.
     assert pickle.loads(pickle.dumps(TPE.shutdown)) is TPE.shutdown
     assert pickle.loads(pickle.dumps(TPE)) is TPE

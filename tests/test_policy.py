@@ -72,8 +72,12 @@ def test_warn_mode_obeys_W_error_for_our_category(tmp_path: Path, option: str) -
     assert result.returncode == 1
     assert "finished" not in result.stdout
     assert 'app.py", line 7, in handler' in result.stderr
-    assert result.stderr.rstrip().splitlines()[-1].startswith(
-        "executor_guard.exceptions.ExecutorChurnWarning: ThreadPoolExecutor created 3 times"
+    assert (
+        result.stderr.rstrip()
+        .splitlines()[-1]
+        .startswith(
+            "executor_guard.exceptions.ExecutorChurnWarning: ThreadPoolExecutor created 3 times"
+        )
     )
 
 
@@ -97,7 +101,9 @@ def test_a_warning_turned_into_an_error_refuses_that_pool_and_nothing_else() -> 
     assert site["shutdown"]["open"] == 0
 
 
-def test_log_mode_emits_json_events_at_growing_milestones(capsys: pytest.CaptureFixture[str]) -> None:
+def test_log_mode_emits_json_events_at_growing_milestones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with executor_guard.guarded(mode="log", log_format="json"):
         for _ in range(120):
             churn_once()
@@ -132,10 +138,10 @@ def test_log_mode_console_format_prints_the_stack_under_the_line(
 def test_log_target_logging_routes_events_to_the_stdlib_logger(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="executor_guard"):
-        with executor_guard.guarded(mode="log", log_format="json", log_target="logging"):
-            for _ in range(10):
-                churn_once()
+    guard = executor_guard.guarded(mode="log", log_format="json", log_target="logging")
+    with caplog.at_level(logging.WARNING, logger="executor_guard"), guard:
+        for _ in range(10):
+            churn_once()
     assert capsys.readouterr().err == ""
     records = [r for r in caplog.records if r.name == "executor_guard"]
     assert len(records) == 1
@@ -168,7 +174,12 @@ def test_ignored_sites_are_recorded_but_never_act(recwarn: pytest.WarningsRecord
 
 @pytest.mark.parametrize(
     "pattern",
-    ["*/test_policy.py", f"*test_policy.py:{SITE_LINE}", "tests.test_policy.churn_once", "test_policy.py"],
+    [
+        "*/test_policy.py",
+        f"*test_policy.py:{SITE_LINE}",
+        "tests.test_policy.churn_once",
+        "test_policy.py",
+    ],
 )
 def test_ignore_patterns_match_path_line_path_and_module_function(pattern: str) -> None:
     with executor_guard.guarded(ignore=[pattern]) as guard:

@@ -76,7 +76,9 @@ def test_inactive_by_default_nothing_patched(pytester: pytest.Pytester) -> None:
     result.stdout.no_fnmatch_line("*executor_guard*")
 
 
-def test_a_test_that_churns_fails_with_the_site_count_modes_and_stack(pytester: pytest.Pytester) -> None:
+def test_a_test_that_churns_fails_with_the_site_count_modes_and_stack(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(SUITE)
     result = pytester.runpytest_subprocess("--executor-guard", "-W", "error")
     result.assert_outcomes(failed=1, passed=1)
@@ -132,7 +134,9 @@ def test_enabled_by_flag_ini_or_environment(
     result.assert_outcomes(failed=1, passed=1)
 
 
-def test_threshold_and_mode_from_ini_with_the_command_line_winning(pytester: pytest.Pytester) -> None:
+def test_threshold_and_mode_from_ini_with_the_command_line_winning(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(SUITE)
     pytester.makeini("[pytest]\nexecutor_guard = true\nexecutor_guard_threshold = 20\n")
     pytester.runpytest_subprocess().assert_outcomes(passed=2)  # 12 < 20
@@ -146,8 +150,10 @@ def test_raise_mode_fails_at_the_constructor_line(pytester: pytest.Pytester) -> 
     result = pytester.runpytest_subprocess("--executor-guard", "--executor-guard-mode", "raise")
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(
-        ["*with ThreadPoolExecutor(max_workers=1) as pool:  # helper site*",
-         "E*ExecutorChurnError: refused to create another ThreadPoolExecutor*"]
+        [
+            "*with ThreadPoolExecutor(max_workers=1) as pool:  # helper site*",
+            "E*ExecutorChurnError: refused to create another ThreadPoolExecutor*",
+        ]
     )
 
 
@@ -157,8 +163,11 @@ def test_warn_mode_reports_through_pytests_warning_capture(pytester: pytest.Pyte
     result.assert_outcomes(passed=2, warnings=1)
     result.stdout.fnmatch_lines(["*ExecutorChurnWarning: ThreadPoolExecutor created 10 times*"])
     strict = pytester.runpytest_subprocess(
-        "--executor-guard", "--executor-guard-mode", "warn",
-        "-W", "error::executor_guard.ExecutorChurnWarning",
+        "--executor-guard",
+        "--executor-guard-mode",
+        "warn",
+        "-W",
+        "error::executor_guard.ExecutorChurnWarning",
     )
     strict.assert_outcomes(failed=1, passed=1)
 
@@ -166,14 +175,26 @@ def test_warn_mode_reports_through_pytests_warning_capture(pytester: pytest.Pyte
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
-        (("cli", "--executor-guard-threshold=ten"),
-         "executor_guard: --executor-guard-threshold: invalid value 'ten'*"),
-        (("cli", "--executor-guard-mode=loud"), "executor_guard: --executor-guard-mode: invalid value 'loud'*"),
-        (("ini", "executor_guard_threshold = 1"),
-         "executor_guard: ini option executor_guard_threshold: invalid value '1'*"),
-        (("ini", "executor_guard_mode = shout"),
-         "executor_guard: ini option executor_guard_mode: invalid value 'shout'*"),
-        (("env", "EXECUTOR_GUARD_THRESHOLD=x"), "executor_guard: EXECUTOR_GUARD_THRESHOLD: invalid value 'x'*"),
+        (
+            ("cli", "--executor-guard-threshold=ten"),
+            "executor_guard: --executor-guard-threshold: invalid value 'ten'*",
+        ),
+        (
+            ("cli", "--executor-guard-mode=loud"),
+            "executor_guard: --executor-guard-mode: invalid value 'loud'*",
+        ),
+        (
+            ("ini", "executor_guard_threshold = 1"),
+            "executor_guard: ini option executor_guard_threshold: invalid value '1'*",
+        ),
+        (
+            ("ini", "executor_guard_mode = shout"),
+            "executor_guard: ini option executor_guard_mode: invalid value 'shout'*",
+        ),
+        (
+            ("env", "EXECUTOR_GUARD_THRESHOLD=x"),
+            "executor_guard: EXECUTOR_GUARD_THRESHOLD: invalid value 'x'*",
+        ),
     ],
 )
 def test_a_bad_value_names_its_source(
@@ -194,7 +215,9 @@ def test_a_bad_value_names_its_source(
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
 
 
-def test_churn_across_tests_is_summarised_with_the_tests_that_hit_it(pytester: pytest.Pytester) -> None:
+def test_churn_across_tests_is_summarised_with_the_tests_that_hit_it(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(ACROSS)
     result = pytester.runpytest_subprocess("--executor-guard")
     result.assert_outcomes(passed=15)
@@ -210,7 +233,9 @@ def test_churn_across_tests_is_summarised_with_the_tests_that_hit_it(pytester: p
     failing = pytester.runpytest_subprocess("--executor-guard", "--executor-guard-fail-session")
     failing.assert_outcomes(passed=15)
     assert failing.ret == pytest.ExitCode.TESTS_FAILED
-    failing.stdout.fnmatch_lines(["executor_guard: failing the run (--executor-guard-fail-session)"])
+    failing.stdout.fnmatch_lines(
+        ["executor_guard: failing the run (--executor-guard-fail-session)"]
+    )
 
 
 def test_the_marker_sets_threshold_and_allows_sites(pytester: pytest.Pytester) -> None:
@@ -269,6 +294,8 @@ def test_xdist_workers_are_guarded_and_the_summary_merges(pytester: pytest.Pytes
     result = pytester.runpytest_subprocess("--executor-guard", "-n", "2")
     result.assert_outcomes(passed=16, failed=1)
     result.stdout.fnmatch_lines(
-        ["*= executor_guard: call sites that churn across tests =*",
-         "*test_across.py:5 in one_pool_per_call: 15 pools over 15 tests (threshold 10)"]
+        [
+            "*= executor_guard: call sites that churn across tests =*",
+            "*test_across.py:5 in one_pool_per_call: 15 pools over 15 tests (threshold 10)",
+        ]
     )

@@ -36,7 +36,9 @@ def make(config: _config.Config, clock: Clock) -> Registry:
     return Registry(config, clock=clock)
 
 
-def create(registry: Registry, pool: Pool, key: tuple[str, int, str] = KEY) -> tuple[object, object]:
+def create(
+    registry: Registry, pool: Pool, key: tuple[str, int, str] = KEY
+) -> tuple[object, object]:
     # Frames are passed, never stored in a local: a frame referring to itself
     # through a local would keep `pool` alive until the cycle collector runs.
     return registry.enter(pool, key, registry.sites.get(key), frame(), frame(), None)
@@ -77,12 +79,12 @@ def test_window_counts_only_recent_creations() -> None:
     kept = []
     for _ in range(4):  # one creation every 6 s: never 3 within 10 s
         clock.now += 6
-        record, crossing = create(registry, kept_pool := Pool())
+        _, crossing = create(registry, kept_pool := Pool())
         kept.append(kept_pool)
         assert crossing is None
     assert registry.snapshot().sites[0].churn is False
     clock.now += 0.5  # a third creation within 10 s of the two before it
-    record, crossing = create(registry, kept_pool := Pool())
+    _, crossing = create(registry, kept_pool := Pool())
     kept.append(kept_pool)
     assert crossing is not None and crossing.first
     site = registry.snapshot().sites[0]
@@ -110,7 +112,9 @@ def test_milestones_grow_one_two_five() -> None:
     assert _milestone_after(1_000_000, 10) == 2_000_000
 
 
-def test_the_number_of_sites_is_bounded_and_overflow_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_number_of_sites_is_bounded_and_overflow_is_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(_registry, "MAX_SITES", 5)
     registry = make(_config.Config(), Clock())
     pools = [Pool() for _ in range(8)]

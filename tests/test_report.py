@@ -43,8 +43,15 @@ def test_to_dict_has_every_stable_key_of_the_product_schema() -> None:
     assert data["tool"] == {"name": "executor_guard", "version": executor_guard.__version__}
     process = data["process"]
     assert set(process) >= {
-        "pid", "argv", "python", "started_at", "reported_at", "threads", "peak_threads",
-        "rss_bytes", "fds",
+        "pid",
+        "argv",
+        "python",
+        "started_at",
+        "reported_at",
+        "threads",
+        "peak_threads",
+        "rss_bytes",
+        "fds",
     }
     assert process["pid"] == os.getpid()
     assert process["python"] == ".".join(map(str, sys.version_info[:3]))
@@ -54,8 +61,21 @@ def test_to_dict_has_every_stable_key_of_the_product_schema() -> None:
     assert data["totals"]["sites_with_findings"] == 1
     site = data["sites"][0]
     assert set(site) >= {
-        "file", "line", "function", "creator", "classes", "created", "live", "peak_live",
-        "first_at", "last_at", "rate_per_min", "shutdown", "threads", "findings", "stacks",
+        "file",
+        "line",
+        "function",
+        "creator",
+        "classes",
+        "created",
+        "live",
+        "peak_live",
+        "first_at",
+        "last_at",
+        "rate_per_min",
+        "shutdown",
+        "threads",
+        "findings",
+        "stacks",
         "stack_sampling",
     }
     assert set(site["shutdown"]) == {"context", "wait", "nowait", "never", "open"}
@@ -102,7 +122,7 @@ def test_write_json_replaces_a_symlink_instead_of_writing_through_it(tmp_path: P
 
 def test_write_json_failure_leaves_no_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "missing-dir" / "report.json"
-    with pytest.raises(OSError):
+    with pytest.raises(FileNotFoundError):
         sample_report().write_json(str(target))
     assert list(tmp_path.iterdir()) == []
 
@@ -119,7 +139,9 @@ def test_write_json_failure_leaves_no_temporary_file(tmp_path: Path) -> None:
         ('{"schema": 1, "tool": {"name": "executor_guard"}}', "'process' missing"),
     ],
 )
-def test_load_rejects_files_that_are_not_reports(tmp_path: Path, content: str, problem: str) -> None:
+def test_load_rejects_files_that_are_not_reports(
+    tmp_path: Path, content: str, problem: str
+) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content)
     with pytest.raises(ReportFileError) as excinfo:
@@ -154,7 +176,10 @@ def test_merge_adds_sites_by_location_across_processes(tmp_path: Path) -> None:
     assert site["shutdown"]["nowait"] == 24
     assert site["findings"] == first["sites"][0]["findings"]
     assert site["stacks"][0]["count"] == 2 * first["sites"][0]["stacks"][0]["count"]
-    assert [p["pid"] for p in merged["processes"]] == [first["process"]["pid"], second["process"]["pid"]]
+    assert [p["pid"] for p in merged["processes"]] == [
+        first["process"]["pid"],
+        second["process"]["pid"],
+    ]
     assert "merged from 2 processes" in Report(merged).to_text()
 
 

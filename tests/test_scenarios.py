@@ -102,9 +102,8 @@ def test_four_threads_creating_at_once_are_counted_exactly() -> None:
 
 
 def test_one_shared_pool_used_for_many_tasks_is_not_a_finding() -> None:
-    with executor_guard.guarded(threshold=2) as guard:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            assert sum(pool.map(double, range(5000))) == 2 * sum(range(5000))
+    with executor_guard.guarded(threshold=2) as guard, ThreadPoolExecutor(max_workers=4) as pool:
+        assert sum(pool.map(double, range(5000))) == 2 * sum(range(5000))
     report = guard.report().to_dict()
     assert report["totals"]["pools"] == 1
     assert report["totals"]["sites_with_findings"] == 0

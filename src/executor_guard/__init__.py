@@ -6,8 +6,6 @@ See README.md for the three ways in: the launcher, the ``EXECUTOR_GUARD``
 environment variable and the pytest plugin.
 """
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
-
 from ._guard import Guard, guarded, install, is_installed, report, reset, uninstall
 from ._version import __version__
 from .exceptions import (
@@ -16,6 +14,8 @@ from .exceptions import (
     ExecutorChurnWarning,
     ExecutorGuardError,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
     from ._report import Report, ReportFileError

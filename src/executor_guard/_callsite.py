@@ -22,6 +22,7 @@ from __future__ import annotations
 import operator
 import os
 import sys
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
@@ -77,7 +78,9 @@ def _library_prefixes() -> tuple[str, ...]:
     if isinstance(user_site, str):
         paths.append(user_site)
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        paths.append(os.path.join(prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}"))
+        paths.append(
+            os.path.join(prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}")
+        )
     return _dirs(paths)
 
 

@@ -70,44 +70,69 @@ def _run_parser() -> _Parser:
     )
     parser.add_argument("--version", action="version", version=f"executor_guard {__version__}")
     parser.add_argument(
-        "--mode", type=_typed(_config.parse_mode), default=None,
+        "--mode",
+        type=_typed(_config.parse_mode),
+        default=None,
         help="warn (default), log or raise when a call site crosses the threshold",
     )
     parser.add_argument(
-        "--threshold", type=_typed(_config.parse_threshold), default=None, metavar="N",
+        "--threshold",
+        type=_typed(_config.parse_threshold),
+        default=None,
+        metavar="N",
         help="pools created at one call site that make it churn (default 10)",
     )
     parser.add_argument(
-        "--window", type=_typed(_config.parse_window), default=None, metavar="SECONDS",
+        "--window",
+        type=_typed(_config.parse_window),
+        default=None,
+        metavar="SECONDS",
         help="count creations within this many seconds (default: the whole run)",
     )
     parser.add_argument(
-        "--stack-depth", type=_typed(_config.parse_stack_depth), default=None, metavar="N",
+        "--stack-depth",
+        type=_typed(_config.parse_stack_depth),
+        default=None,
+        metavar="N",
         help="frames kept per creation stack (default 32)",
     )
     parser.add_argument(
-        "--ignore", action="append", default=None, metavar="PATTERN",
+        "--ignore",
+        action="append",
+        default=None,
+        metavar="PATTERN",
         help="glob matched against path:line, path or module.function (repeatable)",
     )
     parser.add_argument(
-        "--report", type=_typed(_config.parse_report_path), default=None, metavar="PATH",
+        "--report",
+        type=_typed(_config.parse_report_path),
+        default=None,
+        metavar="PATH",
         help="write the JSON report here at exit; {pid} expands",
     )
     parser.add_argument(
-        "--log-format", type=_choice(_config.LOG_FORMATS), default=None,
+        "--log-format",
+        type=_choice(_config.LOG_FORMATS),
+        default=None,
         help="console (default) or json, for --mode log",
     )
     parser.add_argument(
-        "--log-target", type=_choice(_config.LOG_TARGETS), default=None,
+        "--log-target",
+        type=_choice(_config.LOG_TARGETS),
+        default=None,
         help="stderr (default) or logging (the stdlib logger 'executor_guard')",
     )
     parser.add_argument(
-        "--fail-on", type=_choice(FAIL_ON), default="never",
+        "--fail-on",
+        type=_choice(FAIL_ON),
+        default="never",
         help="exit with status 3 when the program exited 0 but findings of this level exist",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr at exit")
     parser.add_argument(
-        "-m", dest="module", action="store_true",
+        "-m",
+        dest="module",
+        action="store_true",
         help="run a library module as a script (like python -m)",
     )
     parser.add_argument("target", metavar="SCRIPT|MODULE", help="the program to run")
@@ -159,7 +184,7 @@ def _run_script(path: str, args: list[str]) -> None:
     # Like the interpreter: __file__ is the path joined to the working
     # directory, unnormalised; sys.path[0] is its real directory.
     absolute = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
-    if os.path.isdir(absolute) or not absolute.endswith((".py", ".pyw")) and _is_zip(absolute):
+    if os.path.isdir(absolute) or (not absolute.endswith((".py", ".pyw")) and _is_zip(absolute)):
         import runpy
 
         _set_path0(absolute)
@@ -216,8 +241,11 @@ def _strip_launcher_frames(tb: Optional[types.TracebackType]) -> Optional[types.
     skipped = {os.path.abspath(runpy.__file__)}
     while tb is not None:
         filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
-        if not (filename.startswith(ours + os.sep) or filename in skipped
-                or tb.tb_frame.f_code.co_filename.startswith("<frozen runpy")):
+        if not (
+            filename.startswith(ours + os.sep)
+            or filename in skipped
+            or tb.tb_frame.f_code.co_filename.startswith("<frozen runpy")
+        ):
             break
         tb = tb.tb_next
     return tb
@@ -244,7 +272,15 @@ def _install(options: argparse.Namespace) -> Any:
     if _config.mode_from_environ(os.environ) is None:
         config = config.replace(mode="warn")
     changes = {}
-    for key in ("mode", "threshold", "window", "stack_depth", "report_path", "log_format", "log_target"):
+    for key in (
+        "mode",
+        "threshold",
+        "window",
+        "stack_depth",
+        "report_path",
+        "log_format",
+        "log_target",
+    ):
         value = getattr(options, key if key != "report_path" else "report")
         if value is not None:
             changes[key] = value

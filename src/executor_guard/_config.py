@@ -12,9 +12,10 @@ start-up hook, the launcher and the pytest plugin call.
 from __future__ import annotations
 
 import math
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 from .exceptions import ConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -87,8 +88,17 @@ class Config:
         log_target: str = "stderr",
         dump_signal: Optional[str] = None,
     ) -> None:
-        values = (mode, threshold, window, stack_depth, tuple(ignore), report_path,
-                  log_format, log_target, dump_signal)
+        values = (
+            mode,
+            threshold,
+            window,
+            stack_depth,
+            tuple(ignore),
+            report_path,
+            log_format,
+            log_target,
+            dump_signal,
+        )
         for name, value in zip(_FIELDS, values):
             object.__setattr__(self, name, value)
 
@@ -205,7 +215,7 @@ def parse_report_path(value: object, source: str) -> Optional[str]:
     if value is None:
         return None
     if isinstance(value, str) or hasattr(value, "__fspath__"):
-        text = str(value.__fspath__()) if not isinstance(value, str) else value  # type: ignore[union-attr]
+        text = value if isinstance(value, str) else str(value.__fspath__())
         if not text.strip():
             return None
         if "\0" in text:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 from . import _callsite, _config, _patch, _registry, exceptions
 from ._callsite import APP, INTERNAL, Classifier, code_name
@@ -20,6 +19,8 @@ from ._policy import Policy
 from ._pools import pending_and_workers
 from ._registry import STACK_EVERY, STACK_FIRST
 from .exceptions import ExecutorChurnWarning
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
     from types import FrameType, TracebackType
@@ -214,7 +215,8 @@ class Guard:
 
     def __repr__(self) -> str:
         active = "active" if _state.guard is self else "inactive"
-        return f"<executor_guard.Guard {active} mode={self.config.mode} threshold={self.config.threshold}>"
+        config = self.config
+        return f"<executor_guard.Guard {active} mode={config.mode} threshold={config.threshold}>"
 
 
 # -- warnings filter ---------------------------------------------------------
@@ -233,7 +235,7 @@ def _add_warning_filter() -> None:
     import warnings
 
     entry = ("default", None, ExecutorChurnWarning, None, 0)
-    filters: list[Any] = warnings.filters  # type: ignore[attr-defined]
+    filters: list[Any] = warnings.filters  # type: ignore[assignment]
     if entry in filters or _options_cover_our_warning():
         return
     # The stock entry is the last one equal to it: a user's own
@@ -314,7 +316,7 @@ def _remove_warning_filter() -> None:
     _state.filter_added = None
     import warnings
 
-    filters: list[Any] = warnings.filters  # type: ignore[attr-defined]
+    filters: list[Any] = warnings.filters  # type: ignore[assignment]
     if entry in filters:
         filters.remove(entry)
         # Appending then removing an entry that matches nothing real is the

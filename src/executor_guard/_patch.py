@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import sys
 import threading
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 from . import _registry
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
     from types import FrameType, ModuleType
@@ -129,15 +130,21 @@ def _signature(code: Any, function: Any) -> Optional[tuple[list[str], str, dict[
     return params, call, bindings
 
 
-def _generate(original: Callable[..., Any], name: str, body: str, extra: dict[str, str]) -> Any:
+def _generate(
+    original: Callable[..., Any], name: str, body: str, extra: dict[str, tuple[str, str]]
+) -> Any:
     code = getattr(original, "__code__", None)
     mirrored = _signature(code, original) if code is not None else None
-    if mirrored is None:
-        params, call, bindings = ["self", "*_eg_args", "**_eg_kwargs"], "self, *_eg_args, **_eg_kwargs", {}
-        names = ()
+    params: list[str]
+    bindings: dict[str, Any]
+    names: tuple[str, ...] = ()
+    if code is None or mirrored is None:
+        params = ["self", "*_eg_args", "**_eg_kwargs"]
+        call = "self, *_eg_args, **_eg_kwargs"
+        bindings = {}
     else:
         params, call, bindings = mirrored
-        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]  # type: ignore[union-attr]
+        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
     fields = {"call": call}
     for key, (param, fallback) in extra.items():
         fields[key] = param if param in names else fallback
@@ -163,7 +170,10 @@ def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
 
 
 def _wrap_shutdown(original: Callable[..., None]) -> Callable[..., None]:
-    extra = {"wait": ("wait", "_eg_wait(_eg_args, _eg_kwargs)"), "cancel": ("cancel_futures", "_eg_cancel(_eg_args, _eg_kwargs)")}
+    extra = {
+        "wait": ("wait", "_eg_wait(_eg_args, _eg_kwargs)"),
+        "cancel": ("cancel_futures", "_eg_cancel(_eg_args, _eg_kwargs)"),
+    }
     wrapper: Callable[..., None] = _generate(original, "shutdown", _SHUTDOWN_BODY, extra)
     return wrapper
 

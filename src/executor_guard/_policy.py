@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 from ._diagnostics import internal_error
 from .exceptions import ExecutorChurnError, ExecutorChurnWarning
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
+
 if TYPE_CHECKING:
+    from collections.abc import MutableMapping
     from types import FrameType
-    from typing import Any, Callable, Optional
+    from typing import Any, Optional
 
     from ._config import Config
     from ._registry import Crossing, SiteSnapshot
@@ -111,8 +113,8 @@ def _render_console(data: dict[str, Any]) -> str:
 def _render_json(data: dict[str, Any]) -> str:
     import structlog
 
-    rendered: str = structlog.processors.JSONRenderer(sort_keys=False)(None, "warning", data)
-    return rendered
+    rendered = structlog.processors.JSONRenderer(sort_keys=False)(None, "warning", data)
+    return rendered if isinstance(rendered, str) else rendered.decode()
 
 
 def emit_log(data: dict[str, Any], config: Config, stream: Optional[Any] = None) -> None:
@@ -125,7 +127,7 @@ def emit_log(data: dict[str, Any], config: Config, stream: Optional[Any] = None)
     """
     import structlog
 
-    def add_timestamp(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def add_timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
         # Stable key order for log shippers: event, timestamp, level, then the rest.
         stamped = {
             "event": event_dict.pop("event"),
@@ -136,11 +138,11 @@ def emit_log(data: dict[str, Any], config: Config, stream: Optional[Any] = None)
         stamped.update(event_dict)
         return stamped
 
-    renderer: Callable[[Any, str, dict[str, Any]], str]
-    if config.log_format == "json":
-        renderer = lambda _, __, ed: _render_json(ed)  # noqa: E731
-    else:
-        renderer = lambda _, __, ed: _render_console(ed)  # noqa: E731
+    render = _render_json if config.log_format == "json" else _render_console
+
+    def renderer(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> str:
+        return render(dict(event_dict))
+
     body = dict(data)
     name = body.pop("event")
     if config.log_target == "logging":

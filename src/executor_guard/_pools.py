@@ -7,6 +7,7 @@ user subclass without them is simply reported as having no pending work.
 from __future__ import annotations
 
 import threading
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:

@@ -24,9 +24,10 @@ import threading
 import time
 import weakref
 from collections import deque
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 from ._callsite import describe
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -88,8 +89,8 @@ class Site:
     """Mutable statistics of one call site; only touched under ``_lock``."""
 
     __slots__ = (
-        "captured",
         "cancel_futures",
+        "captured",
         "churn",
         "classes",
         "context",
@@ -175,7 +176,7 @@ class _Plain:
     __slots__ = ()
 
     def __init__(self, **fields: Any) -> None:
-        missing = set(self.__slots__) - set(fields)
+        missing: set[str] = set(self.__slots__) - set(fields)
         if missing:
             raise TypeError(f"missing fields: {sorted(missing)}")
         for name, value in fields.items():
@@ -184,7 +185,8 @@ class _Plain:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+        names: tuple[str, ...] = self.__slots__
+        return all(getattr(self, n) == getattr(other, n) for n in names)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -193,10 +195,28 @@ class SiteSnapshot(_Plain):
     """An immutable copy of one site's statistics, safe to format outside the lock."""
 
     __slots__ = (
-        "cancel_futures", "churn", "classes", "created", "creator", "file", "first_at",
-        "function", "ignored", "last_at", "line", "live", "max_workers", "module",
-        "nowait_pending", "peak_live", "refused", "shutdown", "stacks", "stacks_captured",
-        "stacks_dropped", "threads",
+        "cancel_futures",
+        "churn",
+        "classes",
+        "created",
+        "creator",
+        "file",
+        "first_at",
+        "function",
+        "ignored",
+        "last_at",
+        "line",
+        "live",
+        "max_workers",
+        "module",
+        "nowait_pending",
+        "peak_live",
+        "refused",
+        "shutdown",
+        "stacks",
+        "stacks_captured",
+        "stacks_dropped",
+        "threads",
     )
 
     file: str
@@ -254,7 +274,13 @@ class Snapshot(_Plain):
     """Everything a report needs, copied out of the registry at one moment."""
 
     __slots__ = (
-        "config", "elapsed", "overflow", "peak_threads", "pools", "refused", "sites",
+        "config",
+        "elapsed",
+        "overflow",
+        "peak_threads",
+        "pools",
+        "refused",
+        "sites",
         "started_wall",
     )
 
@@ -403,17 +429,17 @@ class Registry:
             live = site.live = site.live + 1
             if live > site.peak_live:
                 site.peak_live = live
-            table = site.threads
-            if thread in table:
-                table[thread] += 1
+            names = site.threads
+            if thread in names:
+                names[thread] += 1
             else:
-                _count(table, thread)
-            table = site.classes
+                _count(names, thread)
+            classes = site.classes
             cls = type(pool)
-            if cls in table:
-                table[cls] += 1
+            if cls in classes:
+                classes[cls] += 1
             else:
-                _count(table, cls)
+                _count(classes, cls)
             if stack is not None:
                 site.captured += 1
                 seen = site.stacks.get(stack)
@@ -443,7 +469,9 @@ class Registry:
             module = ""
         creator = key if creator_frame is site_frame else describe(creator_frame)
         ignored = bool(config.ignore) and _ignored(key, module, config.ignore)
-        site = Site(self, key, creator, module, ignored, config.window is not None, config.threshold)
+        site = Site(
+            self, key, creator, module, ignored, config.window is not None, config.threshold
+        )
         self.sites[key] = site
         return site
 
@@ -532,7 +560,9 @@ class Registry:
 
     # -- reporting -------------------------------------------------------
 
-    def _snapshot_site(self, site: Site, open_workers: Optional[dict[str, int]] = None) -> SiteSnapshot:
+    def _snapshot_site(
+        self, site: Site, open_workers: Optional[dict[str, int]] = None
+    ) -> SiteSnapshot:
         closed = site.context + site.wait + site.nowait + site.never
         max_workers = {str(k): v for k, v in site.max_workers.items()}
         if open_workers:
@@ -545,7 +575,10 @@ class Registry:
             function=site.function,
             module=site.module,
             creator=site.creator,
-            classes={cls.__name__ if isinstance(cls, type) else str(cls): n for cls, n in site.classes.items()},
+            classes={
+                cls.__name__ if isinstance(cls, type) else str(cls): n
+                for cls, n in site.classes.items()
+            },
             created=site.created,
             refused=site.refused,
             live=site.live,

@@ -261,9 +261,8 @@ def _site_text(site: dict[str, Any]) -> list[str]:
         lines.append("    max_workers: " + ", ".join(f"{size} (x{n})" for size, n in sizes))
     creator = site.get("creator") or {}
     if creator and (creator.get("file"), creator.get("line")) != (site["file"], site["line"]):
-        lines.append(
-            f"    created inside: {_short(creator['file'])}:{creator['line']} in {creator['function']}"
-        )
+        where = f"{_short(creator['file'])}:{creator['line']} in {creator['function']}"
+        lines.append(f"    created inside: {where}")
     for stack in site.get("stacks", [])[:1]:
         sampling = site.get("stack_sampling", {})
         captured = sampling.get("captured", stack["count"])
@@ -321,9 +320,8 @@ def render_text(data: dict[str, Any], *, limit: int = 10) -> str:
         out.append("")
         out.append(f"{_plural(len(quiet), 'call site')} without findings; the busiest:")
         for site in quiet[:3]:
-            out.append(
-                f"    {site['created']} x {_short(site['file'])}:{site['line']} in {site['function']}"
-            )
+            where = f"{_short(site['file'])}:{site['line']} in {site['function']}"
+            out.append(f"    {site['created']} x {where}")
     if totals.get("overflow_creations"):
         out.append(
             f"{totals['overflow_creations']} creations at call sites beyond the limit of "
@@ -333,7 +331,9 @@ def render_text(data: dict[str, Any], *, limit: int = 10) -> str:
     if process and "processes" not in data:
         figures = []
         if process.get("threads") is not None:
-            figures.append(f"threads {process['threads']} (peak seen {process.get('peak_threads')})")
+            figures.append(
+                f"threads {process['threads']} (peak seen {process.get('peak_threads')})"
+            )
         if process.get("rss_bytes") is not None:
             figures.append(f"rss {process['rss_bytes'] / 2**20:.1f} MiB")
         if process.get("fds") is not None:
@@ -345,14 +345,14 @@ def render_text(data: dict[str, Any], *, limit: int = 10) -> str:
 
 # -- files and merging -----------------------------------------------------
 
-_REQUIRED = {
+_REQUIRED: dict[str, type] = {
     "tool": dict,
     "process": dict,
     "config": dict,
     "totals": dict,
     "sites": list,
 }
-_SITE_REQUIRED = {
+_SITE_REQUIRED: dict[str, type] = {
     "file": str,
     "line": int,
     "function": str,
@@ -369,7 +369,9 @@ def validate(data: object, path: str) -> dict[str, Any]:
     if "schema" not in data or not isinstance(data.get("tool"), dict):
         raise ReportFileError(path, "not an executor_guard report (no 'schema' and 'tool' keys)")
     if data["tool"].get("name") != "executor_guard":
-        raise ReportFileError(path, f"not an executor_guard report (tool {data['tool'].get('name')!r})")
+        raise ReportFileError(
+            path, f"not an executor_guard report (tool {data['tool'].get('name')!r})"
+        )
     schema = data["schema"]
     if not isinstance(schema, int) or isinstance(schema, bool):
         raise ReportFileError(path, f"unknown report schema {schema!r}")
@@ -380,13 +382,17 @@ def validate(data: object, path: str) -> dict[str, Any]:
         )
     for key, kind in _REQUIRED.items():
         if not isinstance(data.get(key), kind):
-            raise ReportFileError(path, f"malformed report: {key!r} missing or not a {kind.__name__}")
+            raise ReportFileError(
+                path, f"malformed report: {key!r} missing or not a {kind.__name__}"
+            )
     for index, site in enumerate(data["sites"]):
         if not isinstance(site, dict):
             raise ReportFileError(path, f"malformed report: sites[{index}] is not an object")
         for key, kind in _SITE_REQUIRED.items():
             if not isinstance(site.get(key), kind):
-                raise ReportFileError(path, f"malformed report: sites[{index}].{key} missing or wrong")
+                raise ReportFileError(
+                    path, f"malformed report: sites[{index}].{key} missing or wrong"
+                )
     return data
 
 
@@ -433,7 +439,9 @@ def merge(reports: Sequence[Report]) -> Report:
             into["peak_live"] = max(into.get("peak_live", 0), site.get("peak_live", 0))
             into["first_at"] = min(into.get("first_at", 0.0), site.get("first_at", 0.0))
             into["last_at"] = max(into.get("last_at", 0.0), site.get("last_at", 0.0))
-            rates = [r for r in (into.get("rate_per_min"), site.get("rate_per_min")) if r is not None]
+            rates = [
+                r for r in (into.get("rate_per_min"), site.get("rate_per_min")) if r is not None
+            ]
             into["rate_per_min"] = round(sum(rates), 1) if rates else None
             for table in ("shutdown", "classes", "threads", "max_workers"):
                 into[table] = dict(into.get(table, {}))
@@ -451,7 +459,9 @@ def merge(reports: Sequence[Report]) -> Report:
             into["stacks"] = sorted(stacks.values(), key=lambda s: -s["count"])[:MAX_STACKS]
             sampling = dict(into.get("stack_sampling", {}))
             for field in ("captured", "dropped"):
-                sampling[field] = sampling.get(field, 0) + site.get("stack_sampling", {}).get(field, 0)
+                sampling[field] = sampling.get(field, 0) + site.get("stack_sampling", {}).get(
+                    field, 0
+                )
             into["stack_sampling"] = sampling
     sites = sorted(
         merged.values(), key=lambda s: (-(s["created"] + s.get("refused", 0)), s["file"], s["line"])

@@ -236,5 +236,5 @@ def _install_dump_signal(name: str) -> None:
     except ValueError:  # not the main thread: say so rather than fail
         _say(f"EXECUTOR_GUARD_DUMP_SIGNAL={name} ignored: start-up did not run in the main thread")
         return
-    signal.signal = chaining_signal
-    signal.getsignal = chaining_getsignal
+    signal.signal = chaining_signal  # type: ignore[assignment]
+    signal.getsignal = chaining_getsignal  # type: ignore[assignment]

@@ -39,26 +39,39 @@ _TEST_GUARD: pytest.StashKey[Any] = pytest.StashKey()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("executor_guard", "find code that creates pools over and over")
     group.addoption(
-        "--executor-guard", action="store_true", default=None,
+        "--executor-guard",
+        action="store_true",
+        default=None,
         help="guard every test: fail a test in which one call site creates pools repeatedly",
     )
     group.addoption(
-        "--executor-guard-mode", default=None, metavar="MODE",
+        "--executor-guard-mode",
+        default=None,
+        metavar="MODE",
         help="fail (default: fail the test phase), raise (at the constructor), warn or log",
     )
     group.addoption(
-        "--executor-guard-threshold", default=None, metavar="N",
+        "--executor-guard-threshold",
+        default=None,
+        metavar="N",
         help="pools at one call site within one test that fail it (default 10)",
     )
     group.addoption(
-        "--executor-guard-fail-session", action="store_true", default=None,
+        "--executor-guard-fail-session",
+        action="store_true",
+        default=None,
         help="fail the run when a call site churns across tests (see the summary)",
     )
-    parser.addini("executor_guard", "enable executor_guard for every test", type="bool", default=None)
+    parser.addini(
+        "executor_guard", "enable executor_guard for every test", type="bool", default=None
+    )
     parser.addini("executor_guard_mode", "fail, raise, warn or log", default=None)
     parser.addini("executor_guard_threshold", "pools per call site per test", default=None)
     parser.addini(
-        "executor_guard_fail_session", "fail the run on churn across tests", type="bool", default=None
+        "executor_guard_fail_session",
+        "fail the run on churn across tests",
+        type="bool",
+        default=None,
     )
 
 
@@ -102,8 +115,10 @@ class _Settings:
         )
         self.threshold = 10 if threshold is None else _config.parse_threshold(threshold, source)
         self.fail_session = bool(
-            _first(config.getoption("executor_guard_fail_session"),
-                   config.getini("executor_guard_fail_session"))
+            _first(
+                config.getoption("executor_guard_fail_session"),
+                config.getini("executor_guard_fail_session"),
+            )
         )
 
 
@@ -149,7 +164,9 @@ class _Plugin:
         if marker is not None:
             source = f"@pytest.mark.executor_guard on {item.nodeid}"
             if marker.kwargs.get("threshold") is not None:
-                threshold = _config.parse_threshold(marker.kwargs["threshold"], f"{source}: threshold")
+                threshold = _config.parse_threshold(
+                    marker.kwargs["threshold"], f"{source}: threshold"
+                )
             allow = marker.kwargs.get("allow")
             if allow is True:
                 ignore = ("*",)
@@ -162,7 +179,9 @@ class _Plugin:
         return _config.Config(mode=guard_mode, threshold=threshold, ignore=ignore), mode
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> Generator[None, object, object]:
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: Optional[pytest.Item]
+    ) -> Generator[None, object, object]:
         if not self._wants(item):
             return (yield)
         from ._guard import _Block
@@ -186,7 +205,8 @@ class _Plugin:
         if state is None or state.mode != "fail":
             return []
         return [
-            site for site in state.guard.report().sites
+            site
+            for site in state.guard.report().sites
             if "churn" in site["findings"] and (site["file"], site["line"]) not in state.failed
         ]
 
@@ -203,7 +223,7 @@ class _Plugin:
     def _check(self, item: pytest.Item, phase: str) -> None:
         state = item.stash.get(_TEST_GUARD, None)
         crossed = self._crossed(item)
-        if not crossed:
+        if state is None or not crossed:
             return
         from ._report import _site_text
 
@@ -235,7 +255,9 @@ class _Plugin:
         return result
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> Generator[None, object, object]:
+    def pytest_runtest_teardown(
+        self, item: pytest.Item, nextitem: Optional[pytest.Item]
+    ) -> Generator[None, object, object]:
         result = yield from self._phase(item)
         self._check(item, "teardown")
         return result
@@ -261,7 +283,8 @@ class _Plugin:
     def churning(self) -> list[tuple[tuple[str, int, str], dict[str, Any]]]:
         """Sites whose pools, counted over the whole session, reach the threshold."""
         found = [
-            (key, entry) for key, entry in self.tally.items()
+            (key, entry)
+            for key, entry in self.tally.items()
             if entry["created"] >= self.settings.threshold and len(entry["tests"]) > 1
         ]
         return sorted(found, key=lambda kv: -kv[1]["created"])
@@ -271,9 +294,7 @@ class _Plugin:
         if workeroutput is not None:  # an xdist worker: send the tally home
             import json
 
-            workeroutput[_DATA] = json.dumps(
-                [{"key": list(k), **v} for k, v in self.tally.items()]
-            )
+            workeroutput[_DATA] = json.dumps([{"key": list(k), **v} for k, v in self.tally.items()])
             return
         if self.settings.fail_session and self.churning() and exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -319,7 +340,8 @@ class _XdistController:
             for nodeid, count in entry["tests"].items():
                 self.plugin.add_site(
                     {"file": key[0], "line": key[1], "function": key[2], **entry["site"]},
-                    nodeid, count,
+                    nodeid,
+                    count,
                 )
 
 
@@ -376,7 +398,7 @@ class ExecutorGuardFixture:
 
 @pytest.fixture
 def executor_guard(request: pytest.FixtureRequest) -> ExecutorGuardFixture:
-    """Inspect the pools this test creates; the test is guarded even without ``--executor-guard``."""
+    """Inspect the pools this test creates (guarded even without ``--executor-guard``)."""
     state = request.node.stash.get(_TEST_GUARD, None)
     if state is None:  # pragma: no cover - the protocol wrapper always runs first
         pytest.skip("executor_guard plugin is not active for this item")

@@ -33,14 +33,21 @@ class WheelEnv:
         full.pop("PYTHONPATH", None)
         full.update(env or {})
         return subprocess.run(
-            [self.python, *args], cwd=cwd, env=full, capture_output=True, text=True,
-            timeout=timeout, **kwargs,  # type: ignore[arg-type]
+            [self.python, *args],
+            cwd=cwd,
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,  # type: ignore[arg-type]
         )
 
     def site_packages(self) -> str:
         out = subprocess.run(
             [self.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return out.stdout.strip()
 
@@ -52,7 +59,9 @@ def wheel_env(tmp_path_factory: pytest.TempPathFactory) -> WheelEnv:
     dist = base / "dist"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(ROOT)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert build.returncode == 0, build.stderr
     [wheel] = dist.glob("executor_guard-*.whl")
@@ -60,10 +69,15 @@ def wheel_env(tmp_path_factory: pytest.TempPathFactory) -> WheelEnv:
     env = WheelEnv(base / "venv")
     install = subprocess.run(
         [env.python, "-m", "pip", "install", "--quiet", str(wheel)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert install.returncode == 0, install.stderr
     # Compile like an installer would, so start-up is measured with bytecode.
-    subprocess.run([env.python, "-m", "compileall", "-q", env.site_packages()], check=False,
-                   capture_output=True)
+    subprocess.run(
+        [env.python, "-m", "compileall", "-q", env.site_packages()],
+        check=False,
+        capture_output=True,
+    )
     return env

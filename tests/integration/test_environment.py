@@ -50,8 +50,14 @@ def test_the_wheel_ships_the_start_up_hook(wheel_env: WheelEnv) -> None:
 
 
 @pytest.mark.parametrize("value", [None, "", "0", " 0 "])
-def test_off_by_default_imports_nothing(wheel_env: WheelEnv, tmp_path: Path, value: str | None) -> None:
-    write(tmp_path, "app.py", CHURN + "\nprint(sorted(m for m in sys.modules if 'executor_guard' in m))\n")
+def test_off_by_default_imports_nothing(
+    wheel_env: WheelEnv, tmp_path: Path, value: str | None
+) -> None:
+    write(
+        tmp_path,
+        "app.py",
+        CHURN + "\nprint(sorted(m for m in sys.modules if 'executor_guard' in m))\n",
+    )
     env = {} if value is None else {"EXECUTOR_GUARD": value}
     result = wheel_env.run(["app.py"], tmp_path, env)
     assert result.returncode == 0
@@ -60,9 +66,12 @@ def test_off_by_default_imports_nothing(wheel_env: WheelEnv, tmp_path: Path, val
 
 
 @pytest.mark.parametrize(
-    ("value", "mode"), [("1", "log"), ("log", "log"), ("LOG", "log"), ("warn", "warn"), ("raise", "raise")]
+    ("value", "mode"),
+    [("1", "log"), ("log", "log"), ("LOG", "log"), ("warn", "warn"), ("raise", "raise")],
 )
-def test_each_value_activates_its_mode(wheel_env: WheelEnv, tmp_path: Path, value: str, mode: str) -> None:
+def test_each_value_activates_its_mode(
+    wheel_env: WheelEnv, tmp_path: Path, value: str, mode: str
+) -> None:
     write(tmp_path, "app.py", CHURN)
     result = wheel_env.run(["app.py"], tmp_path, {"EXECUTOR_GUARD": value})
     if mode == "log":
@@ -71,11 +80,16 @@ def test_each_value_activates_its_mode(wheel_env: WheelEnv, tmp_path: Path, valu
         assert result.stderr.count("executor_churn") == 2  # milestones 10 and 20
     elif mode == "warn":
         assert result.returncode == 0
-        assert "app.py:6: ExecutorChurnWarning: ThreadPoolExecutor created 10 times" in result.stderr
+        assert (
+            "app.py:6: ExecutorChurnWarning: ThreadPoolExecutor created 10 times" in result.stderr
+        )
     else:
         assert result.returncode == 1
         assert result.stdout == ""
-        assert "executor_guard.exceptions.ExecutorChurnError: refused to create another" in result.stderr
+        assert (
+            "executor_guard.exceptions.ExecutorChurnError: refused to create another"
+            in result.stderr
+        )
         assert 'app.py", line 6, in handle' in result.stderr
 
 
@@ -114,36 +128,58 @@ def test_a_bad_value_prints_one_line_and_leaves_the_guard_off(
 
 def test_json_log_lines_parse_back_with_stable_keys(wheel_env: WheelEnv, tmp_path: Path) -> None:
     write(tmp_path, "app.py", CHURN)
-    result = wheel_env.run(["app.py"], tmp_path, {"EXECUTOR_GUARD": "1", "EXECUTOR_GUARD_LOG_FORMAT": "json"})
+    result = wheel_env.run(
+        ["app.py"], tmp_path, {"EXECUTOR_GUARD": "1", "EXECUTOR_GUARD_LOG_FORMAT": "json"}
+    )
     events = [json.loads(line) for line in result.stderr.splitlines()]
     assert [e["created"] for e in events] == [10, 20]
     for event in events:
         assert list(event)[:4] == ["event", "timestamp", "level", "logger"]
         assert event["event"] == "executor_churn"
         assert set(event) >= {
-            "pid", "site", "file", "line", "function", "created", "window", "rate_per_min",
-            "peak_live", "shutdown", "threads", "stack", "process",
+            "pid",
+            "site",
+            "file",
+            "line",
+            "function",
+            "created",
+            "window",
+            "rate_per_min",
+            "peak_live",
+            "shutdown",
+            "threads",
+            "stack",
+            "process",
         }
         assert (event["line"], event["function"]) == (6, "handle")
         assert set(event["process"]) == {"threads", "rss_bytes", "fds"}
         assert event["stack"][-1].endswith("app.py:6 in handle")
 
 
-def test_the_hook_runs_once_when_the_pth_is_processed_twice(wheel_env: WheelEnv, tmp_path: Path) -> None:
-    write(tmp_path, "app.py", f"import site\nsite.addsitedir({wheel_env.site_packages()!r})\n" + CHURN)
-    result = wheel_env.run(["app.py"], tmp_path, {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_LOG_FORMAT": "json"})
+def test_the_hook_runs_once_when_the_pth_is_processed_twice(
+    wheel_env: WheelEnv, tmp_path: Path
+) -> None:
+    write(
+        tmp_path, "app.py", f"import site\nsite.addsitedir({wheel_env.site_packages()!r})\n" + CHURN
+    )
+    result = wheel_env.run(
+        ["app.py"], tmp_path, {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_LOG_FORMAT": "json"}
+    )
     assert result.returncode == 0
     assert [json.loads(line)["created"] for line in result.stderr.splitlines()] == [10, 20]
 
 
 def test_start_up_imports_neither_structlog_nor_psutil(wheel_env: WheelEnv, tmp_path: Path) -> None:
-    code = "import sys; print(sorted(m for m in ('structlog', 'psutil', 'multiprocessing', 'json') if m in sys.modules))"
+    names = ("structlog", "psutil", "multiprocessing", "json")
+    code = f"import sys; print(sorted(m for m in {names!r} if m in sys.modules))"
     result = wheel_env.run(["-c", code], tmp_path, {"EXECUTOR_GUARD": "log"})
     assert result.returncode == 0, result.stderr
     assert result.stdout == "[]\n"
 
 
-def test_report_at_exit_and_children_inherit_the_settings(wheel_env: WheelEnv, tmp_path: Path) -> None:
+def test_report_at_exit_and_children_inherit_the_settings(
+    wheel_env: WheelEnv, tmp_path: Path
+) -> None:
     write(tmp_path, "child.py", CHURN)
     write(
         tmp_path,
@@ -155,8 +191,11 @@ def test_report_at_exit_and_children_inherit_the_settings(wheel_env: WheelEnv, t
         os.execv(sys.executable, [sys.executable, "child.py"])
         """,
     )
-    env = {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_REPORT": str(tmp_path / "report-{pid}.json"),
-           "EXECUTOR_GUARD_LOG_FORMAT": "json"}
+    env = {
+        "EXECUTOR_GUARD": "log",
+        "EXECUTOR_GUARD_REPORT": str(tmp_path / "report-{pid}.json"),
+        "EXECUTOR_GUARD_LOG_FORMAT": "json",
+    }
     result = wheel_env.run(["parent.py"], tmp_path, env)
     assert result.returncode == 0, result.stderr
     reports = [json.loads(p.read_text()) for p in tmp_path.glob("report-*.json")]
@@ -171,7 +210,11 @@ def test_a_path_without_pid_is_the_first_process_and_others_write_beside_it(
     wheel_env: WheelEnv, tmp_path: Path
 ) -> None:
     write(tmp_path, "child.py", CHURN)
-    write(tmp_path, "parent.py", "import subprocess, sys\nsubprocess.run([sys.executable, 'child.py'], check=True)\n")
+    write(
+        tmp_path,
+        "parent.py",
+        "import subprocess, sys\nsubprocess.run([sys.executable, 'child.py'], check=True)\n",
+    )
     env = {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_REPORT": str(tmp_path / "report.json")}
     assert wheel_env.run(["parent.py"], tmp_path, env).returncode == 0
     names = {p.name for p in tmp_path.glob("report*.json")}
@@ -200,10 +243,15 @@ WORKERS = """
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
-def test_spawn_and_forkserver_workers_are_guarded(wheel_env: WheelEnv, tmp_path: Path, method: str) -> None:
+def test_spawn_and_forkserver_workers_are_guarded(
+    wheel_env: WheelEnv, tmp_path: Path, method: str
+) -> None:
     write(tmp_path, "app.py", WORKERS)
-    env = {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_LOG_FORMAT": "json",
-           "EXECUTOR_GUARD_REPORT": str(tmp_path / "r-{pid}.json")}
+    env = {
+        "EXECUTOR_GUARD": "log",
+        "EXECUTOR_GUARD_LOG_FORMAT": "json",
+        "EXECUTOR_GUARD_REPORT": str(tmp_path / "r-{pid}.json"),
+    }
     result = wheel_env.run(["app.py", method], tmp_path, env)
     assert result.returncode == 0, result.stderr
     reports = [json.loads(p.read_text()) for p in tmp_path.glob("r-*.json")]
@@ -214,10 +262,15 @@ def test_spawn_and_forkserver_workers_are_guarded(wheel_env: WheelEnv, tmp_path:
     assert any(e["function"] == "churn_in_worker" for e in events)
 
 
-def test_fork_workers_inherit_the_guard_without_installing_twice(wheel_env: WheelEnv, tmp_path: Path) -> None:
+def test_fork_workers_inherit_the_guard_without_installing_twice(
+    wheel_env: WheelEnv, tmp_path: Path
+) -> None:
     write(tmp_path, "app.py", WORKERS)
-    env = {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_LOG_FORMAT": "json",
-           "EXECUTOR_GUARD_REPORT": str(tmp_path / "r-{pid}.json")}
+    env = {
+        "EXECUTOR_GUARD": "log",
+        "EXECUTOR_GUARD_LOG_FORMAT": "json",
+        "EXECUTOR_GUARD_REPORT": str(tmp_path / "r-{pid}.json"),
+    }
     result = wheel_env.run(["-W", "ignore::DeprecationWarning", "app.py", "fork"], tmp_path, env)
     assert result.returncode == 0, result.stderr
     reports = [json.loads(p.read_text()) for p in tmp_path.glob("r-*.json")]
@@ -261,11 +314,15 @@ FORKER = """
 
 
 @pytest.mark.skipif(sys.version_info < (3, 9), reason="os.waitstatus_to_exitcode")
-def test_a_hundred_forks_while_threads_create_pools_never_hang(wheel_env: WheelEnv, tmp_path: Path) -> None:
+def test_a_hundred_forks_while_threads_create_pools_never_hang(
+    wheel_env: WheelEnv, tmp_path: Path
+) -> None:
     write(tmp_path, "app.py", FORKER)
     result = wheel_env.run(
-        ["-W", "ignore::DeprecationWarning", "app.py"], tmp_path,
-        {"EXECUTOR_GUARD": "warn", "EXECUTOR_GUARD_THRESHOLD": "1000000000"}, timeout=180,
+        ["-W", "ignore::DeprecationWarning", "app.py"],
+        tmp_path,
+        {"EXECUTOR_GUARD": "warn", "EXECUTOR_GUARD_THRESHOLD": "1000000000"},
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "failures 0\n"
@@ -295,12 +352,18 @@ def test_a_signal_dumps_the_report_without_stopping_the_process(
 
     write(tmp_path, "server.py", SERVER)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
-    env.update({"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_DUMP_SIGNAL": "USR1",
-                "EXECUTOR_GUARD_THRESHOLD": "1000000000",
-                "EXECUTOR_GUARD_REPORT": str(tmp_path / "dump-{pid}.json")})
+    env.update(
+        {
+            "EXECUTOR_GUARD": "log",
+            "EXECUTOR_GUARD_DUMP_SIGNAL": "USR1",
+            "EXECUTOR_GUARD_THRESHOLD": "1000000000",
+            "EXECUTOR_GUARD_REPORT": str(tmp_path / "dump-{pid}.json"),
+        }
+    )
     args = [wheel_env.python, "server.py"] + (["chain"] if host_handler else [])
-    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout is not None
         assert process.stdout.readline() == "ready\n"

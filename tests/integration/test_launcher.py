@@ -40,7 +40,9 @@ def write(path: Path, source: str) -> Path:
     return path
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
     full_env.update(env or {})
     return subprocess.run(
@@ -52,8 +54,9 @@ def plain(*args: str, cwd: Path, flags: tuple[str, ...] = ()) -> subprocess.Comp
     return run([sys.executable, *flags, *args], cwd)
 
 
-def guarded(*args: str, cwd: Path, flags: tuple[str, ...] = (), env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+def guarded(
+    *args: str, cwd: Path, flags: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return run([sys.executable, *flags, "-m", "executor_guard", *args], cwd, env)
 
 
@@ -172,11 +175,17 @@ def test_the_report_is_written_and_printed_whatever_the_ending(
 
 def test_quiet_silences_the_summary_and_a_clean_run_says_one_line(tmp_path: Path) -> None:
     write(tmp_path / "app.py", CHURN)
-    assert "executor_guard" not in guarded("-q", "app.py", cwd=tmp_path).stderr.replace(
-        "ExecutorChurnWarning", ""
-    ).split("\n", 2)[-1]
-    write(tmp_path / "clean.py", "from concurrent.futures import ThreadPoolExecutor\n"
-          "with ThreadPoolExecutor() as p: p.submit(int)\n")
+    assert (
+        "executor_guard"
+        not in guarded("-q", "app.py", cwd=tmp_path)
+        .stderr.replace("ExecutorChurnWarning", "")
+        .split("\n", 2)[-1]
+    )
+    write(
+        tmp_path / "clean.py",
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "with ThreadPoolExecutor() as p: p.submit(int)\n",
+    )
     result = guarded("clean.py", cwd=tmp_path)
     assert result.returncode == 0
     assert result.stderr.splitlines() == [
@@ -186,10 +195,18 @@ def test_quiet_silences_the_summary_and_a_clean_run_says_one_line(tmp_path: Path
 
 @pytest.mark.parametrize(
     ("option", "script", "status"),
-    [("churn", CHURN, 3), ("any", CHURN, 3), ("never", CHURN, 0),
-     ("churn", CHURN + "\nsys.exit(5)\n", 5),
-     ("churn", "from concurrent.futures import ThreadPoolExecutor\n"
-               "p = ThreadPoolExecutor(1)\np.submit(int)\np.shutdown(wait=False)\n", 0)],
+    [
+        ("churn", CHURN, 3),
+        ("any", CHURN, 3),
+        ("never", CHURN, 0),
+        ("churn", CHURN + "\nsys.exit(5)\n", 5),
+        (
+            "churn",
+            "from concurrent.futures import ThreadPoolExecutor\n"
+            "p = ThreadPoolExecutor(1)\np.submit(int)\np.shutdown(wait=False)\n",
+            0,
+        ),
+    ],
 )
 def test_fail_on(tmp_path: Path, option: str, script: str, status: int) -> None:
     write(tmp_path / "app.py", script)
@@ -198,8 +215,11 @@ def test_fail_on(tmp_path: Path, option: str, script: str, status: int) -> None:
 
 
 def test_fail_on_any_counts_findings_other_than_churn(tmp_path: Path) -> None:
-    write(tmp_path / "app.py", "import gc\nfrom concurrent.futures import ThreadPoolExecutor\n"
-          "p = ThreadPoolExecutor(1)\ndel p\ngc.collect()\n")
+    write(
+        tmp_path / "app.py",
+        "import gc\nfrom concurrent.futures import ThreadPoolExecutor\n"
+        "p = ThreadPoolExecutor(1)\ndel p\ngc.collect()\n",
+    )
     assert guarded("-q", "--fail-on", "churn", "app.py", cwd=tmp_path).returncode == 0
     assert guarded("-q", "--fail-on", "any", "app.py", cwd=tmp_path).returncode == 3
 
@@ -234,8 +254,10 @@ def test_spawn_workers_can_unpickle_classes_defined_in_the_script(tmp_path: Path
     actual = guarded("-q", "orders.py", cwd=tmp_path)
     assert expected.returncode == 0, expected.stderr
     assert actual.returncode == 0, actual.stderr
-    assert actual.stdout == expected.stdout == (
-        "multiprocessing imported before the script: False\n9\n"
+    assert (
+        actual.stdout
+        == expected.stdout
+        == ("multiprocessing imported before the script: False\n9\n")
     )
 
 
@@ -244,12 +266,24 @@ def test_options_are_exported_to_child_processes(tmp_path: Path) -> None:
         tmp_path / "parent.py",
         """
         import subprocess, sys
-        code = "import os; print(sorted((k, v) for k, v in os.environ.items() if k.startswith('EXECUTOR_GUARD')))"
+        code = ("import os; print(sorted((k, v) for k, v in os.environ.items() "
+                "if k.startswith('EXECUTOR_GUARD')))")
         subprocess.run([sys.executable, "-c", code], check=True)
         """,
     )
-    result = guarded("-q", "--mode", "log", "--threshold", "7", "--window", "30",
-                     "--report", "r-{pid}.json", "parent.py", cwd=tmp_path)
+    result = guarded(
+        "-q",
+        "--mode",
+        "log",
+        "--threshold",
+        "7",
+        "--window",
+        "30",
+        "--report",
+        "r-{pid}.json",
+        "parent.py",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     exported = dict(eval(result.stdout))
     assert exported["EXECUTOR_GUARD"] == "log"
@@ -276,7 +310,9 @@ def test_options_are_exported_to_child_processes(tmp_path: Path) -> None:
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
-def test_every_bad_option_exits_2_with_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:
+def test_every_bad_option_exits_2_with_one_line(
+    tmp_path: Path, args: list[str], fragment: str
+) -> None:
     write(tmp_path / "app.py", "print('should not run')")
     result = guarded(*args, "app.py", cwd=tmp_path)
     assert result.returncode == 2
@@ -288,8 +324,10 @@ def test_every_bad_option_exits_2_with_one_line(tmp_path: Path, args: list[str],
 
 
 def test_a_missing_target_or_option_value_exits_2(tmp_path: Path) -> None:
-    for args, fragment in [([], "the following arguments are required: SCRIPT|MODULE"),
-                           (["--threshold"], "argument --threshold: expected one argument")]:
+    for args, fragment in [
+        ([], "the following arguments are required: SCRIPT|MODULE"),
+        (["--threshold"], "argument --threshold: expected one argument"),
+    ]:
         result = guarded(*args, cwd=tmp_path)
         assert result.returncode == 2
         assert len(result.stderr.splitlines()) == 1
@@ -337,13 +375,18 @@ def test_report_command_renders_merges_and_rejects(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text('{"coverage": true}')
     data["schema"] = 2
     (tmp_path / "future.json").write_text(json.dumps(data))
-    for name, problem in [("empty.json", "empty file"), ("cut.json", "not valid JSON"),
-                          ("other.json", "not an executor_guard report"),
-                          ("future.json", "schema 2 is newer"), ("missing.json", "no such file")]:
+    for name, problem in [
+        ("empty.json", "empty file"),
+        ("cut.json", "not valid JSON"),
+        ("other.json", "not an executor_guard report"),
+        ("future.json", "schema 2 is newer"),
+        ("missing.json", "no such file"),
+    ]:
         result = guarded("report", files[0], name, cwd=tmp_path)
         assert result.returncode == 2, name
         assert result.stdout == ""
         assert result.stderr.splitlines() == [
-            f"executor-guard report: error: {name}: " + result.stderr.split(f"{name}: ", 1)[1].rstrip()
+            f"executor-guard report: error: {name}: "
+            + result.stderr.split(f"{name}: ", 1)[1].rstrip()
         ]
         assert problem in result.stderr

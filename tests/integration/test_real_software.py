@@ -233,23 +233,43 @@ def wait_for(url: str, deadline: float) -> None:
     raise AssertionError(f"{url} never answered")
 
 
-def serve(tmp_path: Path, route: str, requests: int) -> tuple[str, list[dict[str, object]], list[Path]]:
+def serve(
+    tmp_path: Path, route: str, requests: int
+) -> tuple[str, list[dict[str, object]], list[Path]]:
     pytest.importorskip("gunicorn")
     pytest.importorskip("flask")
     (tmp_path / "webapp.py").write_text(textwrap.dedent(FLASK_APP))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
-    env.update({
-        "EXECUTOR_GUARD": "log",
-        "EXECUTOR_GUARD_LOG_FORMAT": "json",
-        "EXECUTOR_GUARD_REPORT": str(tmp_path / "worker-{pid}.json"),
-        "EXECUTOR_GUARD_DUMP_SIGNAL": "USR1",
-        "EXECUTOR_GUARD_THRESHOLD": "5",
-    })
+    env.update(
+        {
+            "EXECUTOR_GUARD": "log",
+            "EXECUTOR_GUARD_LOG_FORMAT": "json",
+            "EXECUTOR_GUARD_REPORT": str(tmp_path / "worker-{pid}.json"),
+            "EXECUTOR_GUARD_DUMP_SIGNAL": "USR1",
+            "EXECUTOR_GUARD_THRESHOLD": "5",
+        }
+    )
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
-         "--chdir", str(tmp_path), "--graceful-timeout", "5", "webapp:app"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(tmp_path),
+            "--graceful-timeout",
+            "5",
+            "webapp:app",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -257,9 +277,12 @@ def serve(tmp_path: Path, route: str, requests: int) -> tuple[str, list[dict[str
         for n in range(requests):
             with urllib.request.urlopen(f"{base}/{route}/{n}", timeout=10) as response:
                 assert response.read().decode() == str(sum(range(n)))
-        workers = [int(p) for p in subprocess.run(
-            ["pgrep", "-P", str(server.pid)], capture_output=True, text=True
-        ).stdout.split()]
+        workers = [
+            int(p)
+            for p in subprocess.run(
+                ["pgrep", "-P", str(server.pid)], capture_output=True, text=True
+            ).stdout.split()
+        ]
         assert workers, "no gunicorn workers found"
         os.kill(workers[0], signal.SIGUSR1)  # a dump while it serves
         dump = tmp_path / f"worker-{workers[0]}.json"
@@ -276,14 +299,20 @@ def serve(tmp_path: Path, route: str, requests: int) -> tuple[str, list[dict[str
     return err, events, sorted(tmp_path.glob("worker-*.json"))
 
 
-def test_flask_under_gunicorn_per_request_pools_are_found_per_worker_and_merged(tmp_path: Path) -> None:
+def test_flask_under_gunicorn_per_request_pools_are_found_per_worker_and_merged(
+    tmp_path: Path,
+) -> None:
     err, events, reports = serve(tmp_path, "churn", 30)
     assert events, err
     assert all(e["event"] == "executor_churn" and e["function"] == "churn" for e in events)
-    assert {e["pid"] for e in events} <= {json.loads(p.read_text())["process"]["pid"] for p in reports}
+    assert {e["pid"] for e in events} <= {
+        json.loads(p.read_text())["process"]["pid"] for p in reports
+    }
     merged = subprocess.run(
         [sys.executable, "-m", "executor_guard", "report", "--format", "json", *map(str, reports)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert merged.returncode == 0, merged.stderr
     data = json.loads(merged.stdout)
@@ -294,7 +323,9 @@ def test_flask_under_gunicorn_per_request_pools_are_found_per_worker_and_merged(
     assert "churn" in site["findings"]
     text = subprocess.run(
         [sys.executable, "-m", "executor_guard", "report", *map(str, reports)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     assert "webapp.py:13 in churn" in text
 

@@ -32,19 +32,26 @@ CHURN = textwrap.dedent(
 )
 
 
-def launch(tmp_path: Path, *args: str, script: str = CHURN, env: dict[str, str] | None = None
-           ) -> subprocess.CompletedProcess[str]:
+def launch(
+    tmp_path: Path, *args: str, script: str = CHURN, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "app.py").write_text(script)
     full = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
     full.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "executor_guard", *args, "app.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=full,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=full,
     )
 
 
 @pytest.mark.parametrize("where", ["missing-dir/r.json", "readonly/r.json", "is-a-dir"])
-def test_an_unwritable_report_path_costs_one_line_and_nothing_else(tmp_path: Path, where: str) -> None:
+def test_an_unwritable_report_path_costs_one_line_and_nothing_else(
+    tmp_path: Path, where: str
+) -> None:
     (tmp_path / "readonly").mkdir()
     (tmp_path / "readonly").chmod(0o500)
     (tmp_path / "is-a-dir").mkdir()
@@ -54,14 +61,20 @@ def test_an_unwritable_report_path_costs_one_line_and_nothing_else(tmp_path: Pat
         (tmp_path / "readonly").chmod(0o700)
     assert result.returncode == 0
     assert result.stdout == "ok\n"
-    guard_lines = [line for line in result.stderr.splitlines() if line.startswith("executor_guard:")]
+    guard_lines = [
+        line for line in result.stderr.splitlines() if line.startswith("executor_guard:")
+    ]
     if os.geteuid() == 0 and where.startswith("readonly"):
         return  # root writes anywhere; the other cases still fail
     assert len(guard_lines) == 1, result.stderr
-    assert guard_lines[0].startswith(f"executor_guard: could not write the report to '{tmp_path / where}'")
+    assert guard_lines[0].startswith(
+        f"executor_guard: could not write the report to '{tmp_path / where}'"
+    )
 
 
-def test_a_full_disk_while_writing_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_while_writing_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with executor_guard.guarded() as guard:
         ThreadPoolExecutor(1).shutdown()
     report = guard.report()
@@ -75,7 +88,9 @@ def test_a_full_disk_while_writing_leaves_no_partial_file(tmp_path: Path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
-def test_structlog_failing_costs_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_structlog_failing_costs_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import structlog
 
     def broken(*args: object, **kwargs: object) -> None:
@@ -91,7 +106,9 @@ def test_structlog_failing_costs_one_line(monkeypatch: pytest.MonkeyPatch, capsy
     assert guard.report().to_dict()["sites"][0]["created"] == 25
 
 
-def test_psutil_failing_gives_empty_figures(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_psutil_failing_gives_empty_figures(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import psutil
 
     def broken(*args: object, **kwargs: object) -> None:
@@ -111,8 +128,10 @@ def test_a_frame_whose_file_vanished_and_a_failing_linecache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module_file = tmp_path / "vanishing_module.py"
-    module_file.write_text("from concurrent.futures import ThreadPoolExecutor\n"
-                           "def make():\n    ThreadPoolExecutor(1).shutdown()\n")
+    module_file.write_text(
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "def make():\n    ThreadPoolExecutor(1).shutdown()\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("vanishing_module")
     module_file.unlink()
@@ -131,16 +150,34 @@ def test_a_frame_whose_file_vanished_and_a_failing_linecache(
 
 
 def test_a_warning_filter_error_surfaces_at_the_call_site_only(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-W", "error::ResourceWarning", "-m", "executor_guard", "-q", "app.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        input=None, env={k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")},
-    ) if (tmp_path / "app.py").write_text(CHURN) else None
+    result = (
+        subprocess.run(
+            [
+                sys.executable,
+                "-W",
+                "error::ResourceWarning",
+                "-m",
+                "executor_guard",
+                "-q",
+                "app.py",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            input=None,
+            env={k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")},
+        )
+        if (tmp_path / "app.py").write_text(CHURN)
+        else None
+    )
     assert result is not None
     assert result.returncode == 1
     assert 'app.py", line 4, in handle' in result.stderr
-    assert result.stderr.rstrip().splitlines()[-1].startswith(
-        "executor_guard.exceptions.ExecutorChurnWarning:"
+    assert (
+        result.stderr.rstrip()
+        .splitlines()[-1]
+        .startswith("executor_guard.exceptions.ExecutorChurnWarning:")
     )
     assert "internal error" not in result.stderr
 
@@ -168,7 +205,9 @@ SHUTDOWN_SCRIPT = """
 
 
 def test_pools_in_atexit_handlers_and_module_teardown(tmp_path: Path) -> None:
-    result = launch(tmp_path, "--report", str(tmp_path / "r.json"), script=textwrap.dedent(SHUTDOWN_SCRIPT))
+    result = launch(
+        tmp_path, "--report", str(tmp_path / "r.json"), script=textwrap.dedent(SHUTDOWN_SCRIPT)
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "main done\n"
     assert "Traceback" not in result.stderr
@@ -176,9 +215,16 @@ def test_pools_in_atexit_handlers_and_module_teardown(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "r.json").read_text())["totals"]["pools"] >= 1
 
     env_result = subprocess.run(
-        [sys.executable, "app.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")},
-             "EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_REPORT": str(tmp_path / "env.json")},
+        [sys.executable, "app.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")},
+            "EXECUTOR_GUARD": "log",
+            "EXECUTOR_GUARD_REPORT": str(tmp_path / "env.json"),
+        },
     )
     assert env_result.returncode == 0, env_result.stderr
     assert "Traceback" not in env_result.stderr
@@ -189,16 +235,27 @@ def test_pools_in_atexit_handlers_and_module_teardown(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    ["", "{", '{"schema": 1', "null", '"text"', "[]", '{"schema": 1, "tool": {"name": "executor_guard"}, '
-     '"process": {}, "config": {}, "totals": {}, "sites": [{"file": 3}]}',
-     '{"schema": 7, "tool": {"name": "executor_guard"}}', '{"schema": "1", "tool": {"name": "executor_guard"}}'],
+    [
+        "",
+        "{",
+        '{"schema": 1',
+        "null",
+        '"text"',
+        "[]",
+        '{"schema": 1, "tool": {"name": "executor_guard"}, '
+        '"process": {}, "config": {}, "totals": {}, "sites": [{"file": 3}]}',
+        '{"schema": 7, "tool": {"name": "executor_guard"}}',
+        '{"schema": "1", "tool": {"name": "executor_guard"}}',
+    ],
 )
 def test_report_command_rejects_bad_files_with_one_line(tmp_path: Path, content: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content)
     result = subprocess.run(
         [sys.executable, "-m", "executor_guard", "report", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert result.stdout == ""

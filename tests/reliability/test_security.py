@@ -41,9 +41,23 @@ def test_no_argument_value_or_local_variable_reaches_any_output(tmp_path: Path, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
     env["APP_SECRET"] = SECRET
     result = subprocess.run(
-        [sys.executable, "-m", "executor_guard", "--mode", mode, "--log-format", "json",
-         "--report", "r.json", "app.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "executor_guard",
+            "--mode",
+            mode,
+            "--log-format",
+            "json",
+            "--report",
+            "r.json",
+            "app.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "handle" in result.stderr  # the site is reported...
@@ -67,7 +81,9 @@ def test_report_files_are_owner_only_even_with_a_permissive_umask(tmp_path: Path
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
-def test_the_temporary_file_is_created_exclusively(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_temporary_file_is_created_exclusively(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A symlink planted where the temporary file goes is never written through."""
     victim = tmp_path / "victim"
     victim.write_text("untouched")
