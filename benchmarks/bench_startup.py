@@ -44,8 +44,16 @@ ENV_PREFIX = "EXECUTOR_GUARD"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The current environment without any ``EXECUTOR_GUARD*`` variable, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    """The current environment without ``EXECUTOR_GUARD*`` variables, plus ``extra``.
+
+    ``PYTHONDONTWRITEBYTECODE`` is dropped too: measured processes load ``.pyc``
+    files as on a real installation instead of compiling from source.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(ENV_PREFIX) and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update(extra)
     return env
 

@@ -53,7 +53,11 @@ def main() -> None:
     """Run the rotating rounds and emit two results (guard and tracemalloc vs plain)."""
     args = _common.parser(__doc__.splitlines()[0]).parse_args()
     rounds = 3 if args.quick else 7
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
+    env = {  # no PYTHONDONTWRITEBYTECODE: load .pyc files as a real installation does
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("EXECUTOR_GUARD") and k != "PYTHONDONTWRITEBYTECODE"
+    }
     commands = variants()
     names = list(commands)
     _common.progress(f"whole program: {rounds} rounds of {', '.join(names)}")

@@ -164,17 +164,26 @@ def _generate(
     return wrapper
 
 
+#: original function -> its generated wrapper. Installing again reuses the same
+#: wrapper: no compile() per install, and identity is stable across cycles.
+_generated: dict[Callable[..., Any], Callable[..., None]] = {}
+
+
 def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
-    wrapper: Callable[..., None] = _generate(original, "__init__", _INIT_BODY, {})
+    wrapper = _generated.get(original)
+    if wrapper is None:
+        wrapper = _generated[original] = _generate(original, "__init__", _INIT_BODY, {})
     return wrapper
 
 
 def _wrap_shutdown(original: Callable[..., None]) -> Callable[..., None]:
-    extra = {
-        "wait": ("wait", "_eg_wait(_eg_args, _eg_kwargs)"),
-        "cancel": ("cancel_futures", "_eg_cancel(_eg_args, _eg_kwargs)"),
-    }
-    wrapper: Callable[..., None] = _generate(original, "shutdown", _SHUTDOWN_BODY, extra)
+    wrapper = _generated.get(original)
+    if wrapper is None:
+        extra = {
+            "wait": ("wait", "_eg_wait(_eg_args, _eg_kwargs)"),
+            "cancel": ("cancel_futures", "_eg_cancel(_eg_args, _eg_kwargs)"),
+        }
+        wrapper = _generated[original] = _generate(original, "shutdown", _SHUTDOWN_BODY, extra)
     return wrapper
 
 
