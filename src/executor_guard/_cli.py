@@ -114,19 +114,29 @@ def _run_parser() -> _Parser:
         "--log-format",
         type=_choice(_config.LOG_FORMATS),
         default=None,
+        metavar="{console,json}",
         help="console (default) or json, for --mode log",
     )
     parser.add_argument(
         "--log-target",
         type=_choice(_config.LOG_TARGETS),
         default=None,
+        metavar="{stderr,logging}",
         help="stderr (default) or logging (the stdlib logger 'executor_guard')",
     )
     parser.add_argument(
         "--fail-on",
         type=_choice(FAIL_ON),
         default="never",
+        metavar="{never,churn,any}",
         help="exit with status 3 when the program exited 0 but findings of this level exist",
+    )
+    parser.add_argument(
+        "--dump-signal",
+        type=_typed(_config.parse_signal),
+        default=None,
+        metavar="NAME",
+        help="write the report on this signal (e.g. USR1) without stopping the program",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr at exit")
     parser.add_argument(
@@ -273,6 +283,7 @@ def _install(options: argparse.Namespace) -> Any:
         config = config.replace(mode="warn")
     changes = {}
     for key in (
+        "dump_signal",
         "mode",
         "threshold",
         "window",
@@ -294,13 +305,17 @@ def _install(options: argparse.Namespace) -> Any:
         exported.pop(_config.ENV["report_path"], None)
     os.environ.update(exported)
     guard = install(**config.options())
-    startup = sys.modules.get("executor_guard._startup")
-    if startup is not None:
-        # The environment activated the guard at start-up; the launcher writes
-        # the report itself, so the hook's at-exit writer stands down.
-        import atexit
+    import atexit
 
-        atexit.unregister(startup._report_at_exit)
+    from . import _startup
+
+    # If the environment activated the guard at start-up, the launcher writes
+    # the report itself: the hook's at-exit writer stands down.
+    atexit.unregister(_startup._report_at_exit)
+    if config.report_path is not None:
+        os.environ[_startup.OWNER_ENV] = str(os.getpid())
+    if config.dump_signal is not None:
+        _startup.install_dump_signal(config.dump_signal)
     return guard
 
 

@@ -85,7 +85,7 @@ def _activate(environ: Mapping[str, str]) -> Optional[Guard]:
 
         _patch.when_imported("multiprocessing.util", _arm_after_fork)
     if config.dump_signal is not None:
-        _install_dump_signal(config.dump_signal)
+        install_dump_signal(config.dump_signal)
     return guard
 
 
@@ -189,7 +189,10 @@ def _dump(signum: int) -> None:
         _say(f"could not write the report on signal {signum}: {exc}")
 
 
-def _install_dump_signal(name: str) -> None:
+_dump_signals: set[int] = set()
+
+
+def install_dump_signal(name: str) -> None:
     """Write a report on signal ``name`` without stopping the process.
 
     Whatever handler the host has, or installs later with ``signal.signal``
@@ -205,6 +208,8 @@ def _install_dump_signal(name: str) -> None:
     import threading
 
     signum = int(getattr(signal, name))
+    if signum in _dump_signals:
+        return
     host: list[Any] = [signal.getsignal(signum)]
     original_signal = signal.signal
     original_getsignal = signal.getsignal
@@ -236,5 +241,6 @@ def _install_dump_signal(name: str) -> None:
     except ValueError:  # not the main thread: say so rather than fail
         _say(f"EXECUTOR_GUARD_DUMP_SIGNAL={name} ignored: start-up did not run in the main thread")
         return
+    _dump_signals.add(signum)
     signal.signal = chaining_signal  # type: ignore[assignment]
     signal.getsignal = chaining_getsignal  # type: ignore[assignment]

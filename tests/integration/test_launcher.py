@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -390,3 +391,52 @@ def test_report_command_renders_merges_and_rejects(tmp_path: Path) -> None:
             + result.stderr.split(f"{name}: ", 1)[1].rstrip()
         ]
         assert problem in result.stderr
+
+
+def test_dump_signal_writes_the_report_while_the_program_runs(tmp_path: Path) -> None:
+    write(
+        tmp_path / "server.py",
+        """
+        import os, time
+        from concurrent.futures import ThreadPoolExecutor
+        print("ready", flush=True)
+        deadline = time.monotonic() + 60
+        while not os.path.exists("stop") and time.monotonic() < deadline:
+            ThreadPoolExecutor(1).shutdown()
+        """,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "executor_guard",
+            "-q",
+            "--threshold",
+            "1000000000",
+            "--dump-signal",
+            "USR1",
+            "--report",
+            "dump.json",
+            "server.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+        process.send_signal(signal.SIGUSR1)
+        dump = tmp_path / "dump.json"
+        deadline = time.monotonic() + 30
+        while not dump.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert json.loads(dump.read_text())["sites"][0]["created"] > 0
+        assert process.poll() is None
+    finally:
+        (tmp_path / "stop").write_text("")
+        process.communicate(timeout=60)
+    assert process.returncode == 0
