@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import _common
+
 import executor_guard
 from executor_guard import _registry
 
@@ -86,7 +87,9 @@ def growth(total: int, first: int = 10_000, limit: int = 64 * 1024) -> dict[str,
         guarded=f"{_common.fmt_bytes(g_total)} after {total:,}",
         unguarded=f"{_common.fmt_bytes(g_first)} after {first:,}",
         value=grown,
-        value_text=f"{_common.fmt_bytes(grown)} (whole process: {_common.fmt_bytes(t_total - t_first)})",
+        value_text=(
+            f"{_common.fmt_bytes(grown)} (whole process: {_common.fmt_bytes(t_total - t_first)})"
+        ),
         limit_text=f"≤ {_common.fmt_bytes(limit)}",
         passed=grown <= limit and pools == total,
         detail={

@@ -15,7 +15,8 @@ Method: the guarded and unguarded variants alternate round by round in one
 process (see ``_common.interleave``). Thread start-up on a shared 2-core
 machine varies several-fold from one pool to the next, so the lifecycle uses
 many short rounds (600 × 20 pools): the median of that many adjacent-pair
-ratios is stable to about ±1 %. A guarded round is bracketed by
+ratios has a standard error of about 1-2 % (from the spread of the ratios).
+A guarded round is bracketed by
 ``executor_guard.install(mode="log", threshold=10**9)`` / ``uninstall()`` outside
 the timed section; ``install`` resumes the same registry, so the call site is
 in its steady state (past the first 16 creations, whose stacks are always
@@ -29,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import _common
+
 import executor_guard
 
 GUARD_OPTIONS: dict[str, Any] = {"mode": "log", "threshold": 10**9}

@@ -117,7 +117,9 @@ def hyperfine(commands: list[str], env: dict[str, str], runs: int) -> Optional[d
         "median_s": medians,
         "mean_s": means,
         "ratio_median": medians[0] / medians[1],
-        "version": subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip(),
+        "version": subprocess.run(
+            [exe, "--version"], capture_output=True, text=True
+        ).stdout.strip(),
     }
 
 
@@ -153,7 +155,8 @@ def installed_not_active(
         )
     cross = hyperfine([" ".join(guarded_cmd), " ".join(bare_cmd)], env, runs)
     if cross is not None:
-        notes.append(f"hyperfine {cross['version'].split()[-1]} (sequential runs): {cross['ratio_median']:.3f}×")
+        version = cross["version"].split()[-1]
+        notes.append(f"hyperfine {version} (sequential runs): {cross['ratio_median']:.3f}×")
     notes.append("site-packages .pth files: " + pth_files(sys.executable))
     g_med, u_med = statistics.median(g_times), statistics.median(u_times)
     return _common.result(
@@ -186,7 +189,9 @@ def pth_files(python: str) -> str:
         "import site, os; d = site.getsitepackages()[0]; "
         "print(', '.join(sorted(f for f in os.listdir(d) if f.endswith('.pth'))) or 'none')"
     )
-    return subprocess.run([python, "-c", code], env=clean_env(), capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [python, "-c", code], env=clean_env(), capture_output=True, text=True
+    ).stdout.strip()
 
 
 def activation_available() -> tuple[bool, str]:

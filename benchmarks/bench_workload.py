@@ -42,7 +42,7 @@ def variants() -> dict[str, list[str]]:
 def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     """Wall time of one run and its stdout (which must be the checksum line)."""
     start = _common.clock()
-    done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
     elapsed = _common.clock() - start
     if done.returncode != 0:
         raise RuntimeError(f"{argv} exited {done.returncode}: {done.stderr[-2000:]}")
@@ -78,7 +78,10 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     for name, title in (
         ("guard", "Whole program: python -m executor_guard -q workload.py vs python workload.py"),
-        ("tracemalloc", "Whole program: python -X tracemalloc=25 workload.py vs python workload.py"),
+        (
+            "tracemalloc",
+            "Whole program: python -X tracemalloc=25 workload.py vs python workload.py",
+        ),
     ):
         stats = _common.ratios(times[name], plain)
         results.append(

@@ -20,6 +20,7 @@ from typing import Any
 
 import _common
 import bench_micro
+
 import executor_guard
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(executor_guard.__file__))
@@ -78,7 +79,9 @@ def profile(name: str, body: Any, n: int, top: int = 12) -> dict[str, Any]:
         "loop": name,
         "pools": n,
         "profiled_us_per_pool": total / n * 1e6,
-        "shares": {key: value / total for key, value in sorted(shares.items(), key=lambda kv: -kv[1])},
+        "shares": {
+            key: value / total for key, value in sorted(shares.items(), key=lambda kv: -kv[1])
+        },
         "top": rows[:top],
     }
 
