@@ -168,27 +168,33 @@ class Guard:
             internal_error("undoing a failed pool creation", exc)
 
     def before_shutdown(
-        self, pool: Any, wait: Any, cancel_futures: Any, frame: Optional[FrameType]
+        self,
+        pool: Any,
+        record: _registry.Record,
+        wait: Any,
+        cancel_futures: Any,
+        frame: Optional[FrameType],
     ) -> None:
-        """Record how ``pool`` is being shut down (its first shutdown only)."""
+        """Record how ``pool`` is being shut down (its first shutdown only).
+
+        ``context`` when the caller, past the class's own ``shutdown``
+        overrides, is an ``__exit__`` of the class (a ``with`` block).
+        """
         try:
-            cancel = bool(cancel_futures)
             if wait:
-                mode = "context" if self._in_exit(pool, frame) else "wait"
-                pending, threads = False, None
+                info = _state.types.get(type(pool)) or _type_info(type(pool))
+                skip = info.shutdown
+                while frame is not None and id(frame.f_code) in skip:
+                    frame = frame.f_back
+                in_exit = frame is not None and id(frame.f_code) in info.exit
+                _registry.close(
+                    record, pool, "context" if in_exit else "wait", cancel_futures, False, None
+                )
             else:
-                mode = "nowait"
                 pending, threads = pending_and_workers(pool)
-            self.registry.shutdown(pool, mode, cancel, pending, threads)
+                _registry.close(record, pool, "nowait", cancel_futures, pending, threads)
         except Exception as exc:
             internal_error("recording a pool shutdown", exc)
-
-    @staticmethod
-    def _in_exit(pool: Any, frame: Optional[FrameType]) -> bool:
-        info = _type_info(type(pool))
-        while frame is not None and id(frame.f_code) in info.shutdown:
-            frame = frame.f_back
-        return frame is not None and id(frame.f_code) in info.exit
 
     # -- reporting ----------------------------------------------------------
 

@@ -52,7 +52,12 @@ if TYPE_CHECKING:
         def init_failed(self, record: _registry.Record) -> None: ...
 
         def before_shutdown(
-            self, pool: Any, wait: Any, cancel_futures: Any, frame: Optional[FrameType]
+            self,
+            pool: Any,
+            record: _registry.Record,
+            wait: Any,
+            cancel_futures: Any,
+            frame: Optional[FrameType],
         ) -> None: ...
 
 
@@ -87,8 +92,10 @@ _INIT_BODY = """
 
 _SHUTDOWN_BODY = """
     hooks = _hooks
-    if hooks is not None and id(self) in _registry._records:
-        hooks.before_shutdown(self, {wait}, {cancel}, _getframe(1))
+    if hooks is not None:
+        record = _registry._records.get(id(self))
+        if record is not None:
+            hooks.before_shutdown(self, record, {wait}, {cancel}, _getframe(1))
     return original({call})
 """
 

@@ -509,39 +509,8 @@ class Registry:
     ) -> None:
         """Record the first shutdown of ``pool``, if the pool is ours."""
         record = _records.get(id(pool))
-        if record is None or record() is not pool:
-            return
-        _acquire()
-        try:
-            pool_id = record.pool_id
-            if _records.get(pool_id) is not record:
-                return
-            del _records[pool_id]
-            record.mode = mode
-            site = record.site
-            if mode == "context":
-                site.context += 1
-            elif mode == "wait":
-                site.wait += 1
-            else:
-                site.nowait += 1
-            if cancel_futures:
-                site.cancel_futures += 1
-            workers = getattr(record, "max_workers", None)
-            table = site.max_workers
-            if workers in table:
-                table[workers] += 1
-            else:
-                _count(table, workers)
-            if pending:
-                site.nowait_pending += 1
-                if _live(threads):
-                    record.threads = threads
-                    site.draining.append(record)
-                    return
-            site.live -= 1
-        finally:
-            _release()
+        if record is not None:
+            close(record, pool, mode, cancel_futures, pending, threads)
 
     @staticmethod
     def _drain() -> None:
@@ -643,6 +612,53 @@ class Registry:
             for pool_id, record in list(_records.items()):
                 if record.site.registry is self:
                     del _records[pool_id]
+
+
+def close(
+    record: Record,
+    pool: object,
+    mode: str,
+    cancel_futures: object,
+    pending: bool,
+    threads: Optional[tuple[threading.Thread, ...]],
+) -> None:
+    """Record the first shutdown of ``pool`` (whose record is ``record``).
+
+    Later shutdowns of the same pool find no record and change nothing.
+    """
+    if record() is not pool:
+        return
+    _acquire()
+    try:
+        pool_id = record.pool_id
+        if _records.get(pool_id) is not record:
+            return
+        del _records[pool_id]
+        record.mode = mode
+        site = record.site
+        if mode == "context":
+            site.context += 1
+        elif mode == "wait":
+            site.wait += 1
+        else:
+            site.nowait += 1
+        if cancel_futures:
+            site.cancel_futures += 1
+        workers = getattr(record, "max_workers", None)
+        table = site.max_workers
+        if workers in table:
+            table[workers] += 1
+        else:
+            _count(table, workers)
+        if pending:
+            site.nowait_pending += 1
+            if _live(threads):
+                record.threads = threads
+                site.draining.append(record)
+                return
+        site.live -= 1
+    finally:
+        _release()
 
 
 def _ignored(key: Frame, module: str, patterns: tuple[str, ...]) -> bool:
