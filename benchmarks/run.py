@@ -7,7 +7,7 @@ Usage (from anywhere; standard library only, any Python ≥ 3.9)::
     python benchmarks/run.py --quick               # fewer rounds, 100,000 creations for 5a
 
 For each Python it makes (or reuses) three venvs under ``.benchmarks/venvs/X.Y/``
-(git-ignored): ``guarded``, with ``pip install -e`` of this repository (psutil
+(git-ignored): ``guarded``, with this repository installed as a wheel (psutil
 and structlog come as dependencies; reinstalled every run so the start-up
 ``.pth`` matches pyproject.toml), ``bare``, made the same way but without the
 package — the start-up baseline — and ``control``, ``bare`` plus one inert
@@ -165,28 +165,26 @@ def ensure_venvs(minor: str, base: str, reinstall: bool) -> tuple[str, str, str]
         os.path.join(site_packages, "_benchmark_control.pth"), "w", encoding="utf-8"
     ) as handle:
         handle.write("# executor_guard benchmarks: an inert .pth file (start-up control)\n")
-    # Always (re)install: cheap, and it keeps what the install lays into
-    # site-packages (the editable path, the start-up .pth) in step with pyproject.toml.
-    say(f"  pip install -e {REPO} into {os.path.relpath(guarded, REPO)}")
-    done = subprocess.run(
-        [venv_python(guarded), "-m", "pip", "install", "--quiet", "-e", REPO],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        say(done.stdout + done.stderr)
-        raise RuntimeError(f"pip install -e {REPO} failed in {guarded}")
-    src = os.path.join(REPO, "src", "executor_guard")
+    # Always (re)install, as a wheel (what production has: no editable path entry
+    # on sys.path), so site-packages (the package, the start-up .pth) matches the
+    # source tree. pip compiles a wheel install's modules, as an installer would.
+    say(f"  pip install {REPO} (wheel) into {os.path.relpath(guarded, REPO)}")
+    for command in (
+        ["install", "--quiet", "psutil", "structlog"],
+        ["install", "--quiet", "--force-reinstall", "--no-deps", REPO],
+    ):
+        done = subprocess.run(
+            [venv_python(guarded), "-m", "pip", *command], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            say(done.stdout + done.stderr)
+            raise RuntimeError(f"pip {' '.join(command)} failed in {guarded}")
     if not probe(
         venv_python(guarded),
         "import os, executor_guard, psutil, structlog; "
-        f"raise SystemExit(os.path.dirname(executor_guard.__file__) != {src!r})",
+        "raise SystemExit('site-packages' not in executor_guard.__file__)",
     ):
-        raise RuntimeError(f"{guarded}: executor_guard from {src} is not importable after install")
-    # An editable install leaves the package uncompiled: compile it as a wheel install would.
-    subprocess.run(
-        [venv_python(guarded), "-m", "compileall", "-q", src], env=bench_env(), check=True
-    )
+        raise RuntimeError(f"{guarded}: executor_guard is not importable from site-packages")
     if probe(venv_python(bare), "import executor_guard"):
         raise RuntimeError(f"{bare} must not have executor_guard installed")
     return venv_python(guarded), venv_python(bare), venv_python(control)
