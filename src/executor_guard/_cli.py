@@ -323,8 +323,11 @@ def _finish(guard: Any, options: argparse.Namespace, status: int) -> int:
     """Print the summary and write the report; map findings to --fail-on."""
     from ._diagnostics import internal_error, say
 
+    failing = status == 0 and options.fail_on != "never"
+    if options.quiet and not guard.config.report_path and not failing:
+        return status  # nothing asked for a report: spare the host psutil's import
     try:
-        report = guard.report()
+        report = guard.report(process_figures=not options.quiet or bool(guard.config.report_path))
     except Exception as exc:
         internal_error("making the report at exit", exc)
         return status
