@@ -84,7 +84,7 @@ def test_a_test_that_churns_fails_with_the_site_count_modes_and_stack(
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(
         [
-            "*executor_guard: 1 call site(s) created pools repeatedly during the call of "
+            "*executor_guard: 1 call site created pools repeatedly during the call of "
             "test_a_test_that_churns_fails_with_the_site_count_modes_and_stack.py::test_body_churns"
             " (threshold 10 per test)",
             "[[]churn[]] *.py:5 in make_pool",
@@ -285,7 +285,7 @@ def test_the_fixture_inspects_and_asserts(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess("-p", "no:randomly")
     result.assert_outcomes(passed=4, failed=1)
-    result.stdout.fnmatch_lines(["E*AssertionError: 1 call site(s) created pools repeatedly:*"])
+    result.stdout.fnmatch_lines(["E*AssertionError: 1 call site created pools repeatedly:*"])
 
 
 def test_xdist_workers_are_guarded_and_the_summary_merges(pytester: pytest.Pytester) -> None:

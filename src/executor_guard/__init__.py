@@ -2,8 +2,12 @@
 
 Patch the executor classes in place, record every pool's call site, stack and
 shutdown, and warn, log or raise when one call site creates pools repeatedly.
-See README.md for the three ways in: the launcher, the ``EXECUTOR_GUARD``
-environment variable and the pytest plugin.
+See README.md for the ways in: the launcher, the ``EXECUTOR_GUARD``
+environment variable, the Python API and the pytest plugin.
+
+PYTEST_DONT_REWRITE: with ``EXECUTOR_GUARD`` set, the start-up hook imports
+this package before pytest loads our plugin; the marker tells pytest not to
+warn that it cannot rewrite it (there is nothing to rewrite: no asserts).
 """
 
 from ._guard import Guard, guarded, install, is_installed, report, reset, uninstall

@@ -58,36 +58,42 @@ def _dirs(paths: list[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _library_prefixes() -> tuple[str, ...]:
-    import site
-    import sysconfig
+def _stdlib_dir() -> str:
+    return os.path.dirname(os.path.abspath(os.__file__))
 
-    paths: list[str] = []
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        try:
-            paths.append(sysconfig.get_paths()[key])
-        except (KeyError, OSError):  # pragma: no cover - broken installs
-            pass
-    for get in (getattr(site, "getsitepackages", None),):
-        if get is not None:
-            try:
-                paths.extend(get())
-            except Exception:  # pragma: no cover - virtualenv's old site.py
-                pass
+
+def _library_prefixes() -> tuple[str, ...]:
+    """The standard library and site-packages directories, without ``sysconfig``.
+
+    ``sysconfig`` takes a module lock (3.12+) that a fork can leave held in the
+    child for ever; ``os.__file__``, the ``sys`` prefixes and ``site`` give the
+    same directories without it.
+    """
+    import site
+
+    paths: list[str] = [_stdlib_dir()]
+    try:
+        paths.extend(site.getsitepackages())
+    except Exception:  # pragma: no cover - virtualenv's old site.py
+        pass
     user_site = getattr(site, "USER_SITE", None)
     if isinstance(user_site, str):
         paths.append(user_site)
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        paths.append(
-            os.path.join(prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}")
-        )
+        for libdir in {getattr(sys, "platlibdir", "lib"), "lib"}:
+            paths.append(os.path.join(prefix, libdir, version))
     return _dirs(paths)
 
 
 def _internal_prefixes() -> tuple[str, ...]:
-    import concurrent.futures
-
-    return _dirs([_PACKAGE_DIR, os.path.dirname(os.path.abspath(concurrent.futures.__file__))])
+    futures = sys.modules.get("concurrent.futures")
+    location = getattr(futures, "__file__", None)
+    if isinstance(location, str):
+        directory = os.path.dirname(os.path.abspath(location))
+    else:  # not imported yet (activation at start-up): where it will come from
+        directory = os.path.join(_stdlib_dir(), "concurrent", "futures")
+    return _dirs([_PACKAGE_DIR, directory])
 
 
 class Classifier:
@@ -103,9 +109,10 @@ class Classifier:
         library: Optional[tuple[str, ...]] = None,
         internal: Optional[tuple[str, ...]] = None,
     ) -> None:
-        # Computed on first use: sysconfig is not imported at interpreter start.
-        self._library = library
-        self._internal = internal
+        # Computed now, in the installing thread: computed lazily, at the first
+        # pool creation, they could run in a child forked mid-computation.
+        self._library = _library_prefixes() if library is None else library
+        self._internal = _internal_prefixes() if internal is None else internal
         self.cache: dict[str, int] = {}
 
     @property

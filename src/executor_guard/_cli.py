@@ -145,7 +145,7 @@ def _run_parser() -> _Parser:
         action="store_true",
         help="run a library module as a script (like python -m)",
     )
-    parser.add_argument("target", metavar="SCRIPT|MODULE", help="the program to run")
+    parser.add_argument("target", nargs="?", metavar="SCRIPT|MODULE", help="the program to run")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     return parser
 
@@ -356,6 +356,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _report_command(arguments[1:])
     parser = _run_parser()
     options = parser.parse_args(arguments)
+    if options.target is None:
+        parser.error("the following arguments are required: SCRIPT|MODULE")
     try:
         guard = _install(options)
     except ConfigError as error:

@@ -246,7 +246,14 @@ def _site_text(site: dict[str, Any]) -> list[str]:
     classes = _counts(site["classes"])
     rate = site.get("rate_per_min")
     span = site["last_at"] - site["first_at"]
-    rate_text = f", {rate}/min over {span:.1f}s" if rate is not None else ""
+    if rate is None:
+        rate_text = ""
+    elif site.get("processes", 1) > 1:
+        rate_text = f", {rate:g}/min summed over {site['processes']} processes"
+    elif span >= 1.0:
+        rate_text = f", {rate:g}/min over {span:.1f}s"
+    else:  # a per-minute rate extrapolated from a burst says little
+        rate_text = f" within {span * 1000:.0f} ms"
     refused = f", {site['refused']} refused" if site.get("refused") else ""
     lines.append(f"    created {site['created']}{refused} ({classes}){rate_text}")
     lines.append(f"    live now {site['live']}, peak live {site['peak_live']}")
@@ -432,8 +439,10 @@ def merge(reports: Sequence[Report]) -> Report:
             key = (site["file"], site["line"], site["function"])
             into = merged.get(key)
             if into is None:
+                site["processes"] = 1
                 merged[key] = site
                 continue
+            into["processes"] += 1
             for field in ("created", "refused", "live", "nowait_pending", "cancel_futures"):
                 into[field] = into.get(field, 0) + site.get(field, 0)
             into["peak_live"] = max(into.get("peak_live", 0), site.get("peak_live", 0))

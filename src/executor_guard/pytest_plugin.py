@@ -122,6 +122,10 @@ class _Settings:
         )
 
 
+def _sites(count: int) -> str:
+    return f"{count} call site" + ("" if count == 1 else "s")
+
+
 def _first(*values: Any) -> Any:
     for value in values:
         if value is not None and value != "":
@@ -228,7 +232,7 @@ class _Plugin:
         from ._report import _site_text
 
         lines = [
-            f"executor_guard: {len(crossed)} call site(s) created pools repeatedly during the "
+            f"executor_guard: {_sites(len(crossed))} created pools repeatedly during the "
             f"{phase} of {item.nodeid} (threshold {state.guard.config.threshold} per test)",
         ]
         for site in crossed:
@@ -315,7 +319,9 @@ class _Plugin:
                 f"{_short(file)}:{line} in {function}: {entry['created']} pools over "
                 f"{len(tests)} tests (threshold {self.settings.threshold})"
             )
-            for nodeid, count in sorted(tests.items(), key=lambda kv: (-kv[1], kv[0]))[:10]:
+            # Most pools first, then in the order the tests ran.
+            ranked = sorted(tests.items(), key=lambda kv: -kv[1])
+            for nodeid, count in ranked[:10]:
                 write(f"    {count:>5}  {nodeid}")
             if len(tests) > 10:
                 write(f"    ... and {len(tests) - 10} more tests")
@@ -386,7 +392,7 @@ class ExecutorGuardFixture:
         if churning:
             from ._report import _site_text
 
-            lines = [f"{len(churning)} call site(s) created pools repeatedly:"]
+            lines = [f"{_sites(len(churning))} created pools repeatedly:"]
             for site in churning:
                 lines.extend(_site_text(site))
             raise AssertionError("\n".join(lines))

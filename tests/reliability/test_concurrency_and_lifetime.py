@@ -218,3 +218,55 @@ def test_distinct_sites_are_capped_and_the_overflow_is_visible_in_the_report() -
     assert data["totals"]["overflow_creations"] == 1000
     assert data["config"]["max_sites"] == _registry.MAX_SITES
     assert "1000 creations at call sites beyond the limit of 4096 sites" in guard.report().to_text()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_child_forked_while_sysconfig_is_busy_can_still_create_pools() -> None:
+    """Regression: the classifier once computed its paths via sysconfig, lazily,
+    so a child forked while another thread held sysconfig's lock (3.12+) hung
+    at its first pool. Paths are now computed at install, without sysconfig."""
+    import os
+    import signal
+    import sysconfig
+    import time
+
+    executor_guard.install(mode="log", threshold=10**9)
+    lock = getattr(sysconfig, "_CONFIG_VARS_LOCK", None)
+    if lock is None:
+        pytest.skip("this Python's sysconfig has no module lock")
+    held, release = threading.Event(), threading.Event()
+
+    def inside_sysconfig() -> None:  # another thread "is inside sysconfig" at the fork
+        with lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=inside_sysconfig)
+    holder.start()
+    held.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                with ThreadPoolExecutor(1) as pool:
+                    pool.submit(int).result()
+                code = 0 if executor_guard.report().to_dict()["totals"]["pools"] == 1 else 2
+            finally:
+                os._exit(code)
+    finally:
+        release.set()
+        holder.join()
+    deadline = time.monotonic() + 30
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung at its first pool")
+    assert status is not None and os.WEXITSTATUS(status) == 0
