@@ -26,6 +26,7 @@ import sys
 import threading
 
 from . import _registry
+from .exceptions import ExecutorChurnError as _ExecutorChurnError  # noqa: F401 - used by generated wrappers
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
@@ -79,7 +80,11 @@ _INIT_BODY = """
     if hooks is None:
         original({call})
         return
-    record = hooks.before_init(self, _getframe(1))
+    try:
+        record = hooks.before_init(self, _getframe(1))
+    except _ExecutorChurnError as refused:
+        # A fresh traceback: it starts here, one frame under the call site.
+        raise refused.with_traceback(None) from None
     try:
         original({call})
     except BaseException:
