@@ -20,7 +20,8 @@ from .helpers import line_of
 
 
 def notify(job_id: int) -> None:
-    time.sleep(0.002)
+    # Long enough that the work is surely still running at shutdown(wait=False).
+    time.sleep(0.05)
 
 
 def scheduler_event_listener(event: int) -> None:

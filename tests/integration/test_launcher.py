@@ -141,12 +141,14 @@ def test_keyboard_interrupt_ends_the_process_like_python(tmp_path: Path) -> None
 
 CHURN = textwrap.dedent("""
     import sys
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     def handle(request):
         pool = ThreadPoolExecutor(max_workers=1)
-        pool.submit(print, "handled", request)
+        pool.submit(time.sleep, 0.05)  # still running at the shutdown below
         pool.shutdown(wait=False)
+        print("handled", request)
 
     for request in range(12):
         handle(request)
@@ -167,11 +169,11 @@ def test_the_report_is_written_and_printed_whatever_the_ending(
     [path] = tmp_path.glob("report-*.json")
     data = json.loads(path.read_text())
     site = data["sites"][0]
-    assert (site["function"], site["line"], site["created"]) == ("handle", 6, 12)
+    assert (site["function"], site["line"], site["created"]) == ("handle", 7, 12)
     assert site["findings"] == ["churn", "nowait_pending"]
     assert f"executor_guard: report written to {path}" in result.stderr
-    assert "[churn, nowait_pending] app.py:6 in handle" in result.stderr
-    assert "> app.py:6 in handle" in result.stderr
+    assert "[churn, nowait_pending] app.py:7 in handle" in result.stderr
+    assert "> app.py:7 in handle" in result.stderr
 
 
 def test_quiet_silences_the_summary_and_a_clean_run_says_one_line(tmp_path: Path) -> None:
