@@ -132,6 +132,12 @@ def test_parsers_either_accept_or_raise_config_error_for_any_text(text: str) -> 
             assert repr(text) in str(failure)
 
 
+@pytest.mark.parametrize("text", ["\u00b9", "\u0663", "\uff11\uff10", "+-3", "--3", "1_000"])
+def test_threshold_rejects_non_ascii_and_odd_digit_strings(text: str) -> None:
+    with pytest.raises(ConfigError, match="EXECUTOR_GUARD_THRESHOLD: invalid value"):
+        _config.parse_threshold(text, "EXECUTOR_GUARD_THRESHOLD")
+
+
 @given(st.integers())
 def test_threshold_accepts_exactly_two_to_the_maximum(number: int) -> None:
     valid = 2 <= number <= _config.MAX_THRESHOLD

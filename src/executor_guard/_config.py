@@ -262,7 +262,9 @@ def _parse_int(value: object) -> Optional[int]:
         return value
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("+-").isdigit() and len(text) <= 20:
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        # ASCII only: "¹".isdigit() is true, yet int("¹") raises.
+        if digits.isascii() and digits.isdigit() and len(text) <= 20:
             return int(text)
     return None
 
