@@ -163,6 +163,7 @@ def test_nowait_with_pending_work_stays_live_until_its_workers_end() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_starts_empty_with_a_working_lock_even_if_the_lock_was_held() -> None:
     from executor_guard import _guard
 
