@@ -1,8 +1,10 @@
-"""Small helpers shared by tests: source lines of marked statements."""
+"""Small helpers shared by tests: source lines of marked statements, waiting for files."""
 
 from __future__ import annotations
 
 import inspect
+import time
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -13,3 +15,11 @@ def line_of(function: Callable[..., Any], marker: str) -> int:
         if marker in text:
             return start + offset
     raise AssertionError(f"{marker!r} not found in {function.__name__}")
+
+
+def wait_for_file(path: Path, seconds: float = 30) -> bool:
+    """Poll until ``path`` exists (a report written by another process); False on timeout."""
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.exists()

@@ -46,7 +46,9 @@ def test_install_is_idempotent() -> None:
     assert guard.config.threshold == 20
     assert guard is executor_guard.install()
     executor_guard.uninstall()
-    assert vars(TPE)["__init__"] is _patch.original(TPE, "__init__") or not _patch.installed()
+    assert not _patch.installed()
+    assert all(originals()[name] is not first[name] for name in first)
+    assert all(not hasattr(originals()[name], "__wrapped__") for name in first)
 
 
 def test_uninstall_leaves_a_foreign_patch_in_place(capsys: object) -> None:

@@ -32,6 +32,13 @@ def frame() -> FrameType:
 KEY = ("/app/service.py", 87, "listener")
 
 
+def close(pool: Pool, mode: str, cancel: bool, pending: bool, threads: object) -> None:
+    """Record a shutdown as the patched method does: through the pool's record."""
+    record = _registry._records.get(id(pool))
+    if record is not None:
+        _registry.close(record, pool, mode, cancel, pending, threads)  # type: ignore[arg-type]
+
+
 def make(config: _config.Config, clock: Clock) -> Registry:
     return Registry(config, clock=clock)
 
@@ -49,10 +56,10 @@ def test_counts_modes_and_live_pools() -> None:
     pools = [Pool() for _ in range(5)]
     for pool in pools:
         create(registry, pool)
-    Registry.shutdown(pools[0], "context", False, False, None)
-    Registry.shutdown(pools[1], "wait", True, False, None)
-    Registry.shutdown(pools[2], "nowait", False, False, None)
-    Registry.shutdown(pools[2], "wait", False, False, None)  # only the first shutdown counts
+    close(pools[0], "context", False, False, None)
+    close(pools[1], "wait", True, False, None)
+    close(pools[2], "nowait", False, False, None)
+    close(pools[2], "wait", False, False, None)  # only the first shutdown counts
     del pools[3]
     site = registry.snapshot().sites[0]
     assert site.created == 5
@@ -154,7 +161,7 @@ def test_nowait_with_pending_work_stays_live_until_its_workers_end() -> None:
     worker.start()
     pool = Pool()
     create(registry, pool)
-    Registry.shutdown(pool, "nowait", False, True, (worker,))
+    close(pool, "nowait", False, True, (worker,))
     site = registry.snapshot().sites[0]
     assert (site.live, site.nowait_pending) == (1, 1)
     release.set()

@@ -13,7 +13,7 @@ import threading
 import time
 
 from . import _callsite, _config, _patch, _registry, exceptions
-from ._callsite import APP, INTERNAL, Classifier, code_name
+from ._callsite import Classifier, code_name, locate
 from ._diagnostics import internal_error
 from ._policy import Policy
 from ._pools import pending_and_workers
@@ -108,33 +108,16 @@ class Guard:
     def before_init(self, pool: Any, frame: Optional[FrameType]) -> Optional[_registry.Record]:
         """Record a pool being built; may raise on purpose (``raise`` mode, warning filters).
 
-        This is the hot path: the frame walk of :func:`_callsite.locate` is
-        inlined, the stack is captured only when the site samples it, and the
-        registry is touched once.
+        This is the hot path: the stack is captured only when the site samples
+        it, and the registry is touched once.
         """
         __tracebackhide__ = True
         try:
             info = _state.types.get(type(pool)) or _type_info(type(pool))
-            skip = info.init
-            kinds = self._kinds
-            creator = site = None
-            while frame is not None:
-                code = frame.f_code
-                kind = kinds.get(code.co_filename)
-                if kind is None:
-                    kind = self._kind_of(code.co_filename)
-                if kind != INTERNAL and id(code) not in skip:
-                    if creator is None:
-                        creator = frame
-                    if kind == APP:
-                        site = frame
-                        break
-                frame = frame.f_back
-            if creator is None:
+            creator, site = locate(frame, self._kind_of, info.init, self._kinds)
+            if creator is None or site is None:
                 return None
-            if site is None:
-                site = creator
-                code = site.f_code
+            code = site.f_code
             key = (code.co_filename, site.f_lineno, code_name(code))
             registry = self.registry
             known = registry.sites.get(key)

@@ -315,12 +315,6 @@ def when_imported(name: str, callback: Callable[[ModuleType], None]) -> None:
         _ON_IMPORT.setdefault(name, []).append(callback)
 
 
-def set_hooks(hooks: Optional[Hooks]) -> None:
-    """Switch the active hooks without touching the patches (nested guards)."""
-    global _hooks
-    _hooks = hooks
-
-
 def uninstall() -> list[str]:
     """Restore every original that is still ours; return the names left in place.
 
@@ -350,16 +344,3 @@ def uninstall() -> list[str]:
 def installed() -> bool:
     """Whether the patches (or the deferred-import finder) are in place."""
     return _finder is not None
-
-
-def hooks() -> Optional[Hooks]:
-    """The hooks the wrappers call now, if any."""
-    return _hooks
-
-
-def original(cls: type, name: str) -> Optional[Callable[..., Any]]:
-    """The original function behind our patch of ``cls.name`` (for tests)."""
-    for patched_cls, patched_name, orig, _ in _patched:
-        if patched_cls is cls and patched_name == name:
-            return orig
-    return None

@@ -357,8 +357,6 @@ class Registry:
         self.sites: dict[Frame, Site] = {}
         self.started = clock()
         self.started_wall = wall()
-        self.pools = 0
-        self.refused = 0
         self.overflow = 0
         self.peak_threads = 0
 
@@ -416,14 +414,12 @@ class Registry:
                 site.churn = True
                 if config.mode == "raise":
                     site.refused += 1
-                    self.refused += 1
                     return None, Crossing(self._snapshot_site(site), refused=True, first=first)
                 if first or (config.mode == "log" and attempts >= site.milestone):
                     act = True
                     site.milestone = _milestone_after(attempts, config.threshold)
 
             site.created += 1
-            self.pools += 1
             if site.draining:
                 _prune(site, _PRUNE_PER_CREATION)
             live = site.live = site.live + 1
@@ -492,25 +488,10 @@ class Registry:
             record.mode = "abandoned"
             site.created -= 1
             site.live -= 1
-            self.pools -= 1
             if refused:
                 site.refused += 1
-                self.refused += 1
 
     # -- shutdown and collection ----------------------------------------
-
-    @staticmethod
-    def shutdown(
-        pool: object,
-        mode: str,
-        cancel_futures: bool,
-        pending: bool,
-        threads: Optional[tuple[threading.Thread, ...]],
-    ) -> None:
-        """Record the first shutdown of ``pool``, if the pool is ours."""
-        record = _records.get(id(pool))
-        if record is not None:
-            close(record, pool, mode, cancel_futures, pending, threads)
 
     @staticmethod
     def _drain() -> None:
@@ -596,8 +577,9 @@ class Registry:
             started_wall=self.started_wall,
             elapsed=elapsed,
             sites=sites,
-            pools=self.pools,
-            refused=self.refused,
+            # Derived, not counted on the hot path.
+            pools=sum(s.created for s in sites),
+            refused=sum(s.refused for s in sites),
             overflow=self.overflow,
             peak_threads=self.peak_threads,
         )

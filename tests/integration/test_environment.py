@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ..helpers import wait_for_file
 from .conftest import WheelEnv
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
@@ -384,9 +385,7 @@ def test_a_signal_dumps_the_report_without_stopping_the_process(
         for _ in range(3):  # signals land while pools are being created
             process.send_signal(signal.SIGUSR1)
             time.sleep(0.2)
-        deadline = time.monotonic() + 30
-        while not dump.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_file(dump)
         data = json.loads(dump.read_text())
         assert data["sites"][0]["created"] > 0
         assert process.poll() is None  # still serving

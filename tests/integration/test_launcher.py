@@ -14,10 +14,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+
+from ..helpers import wait_for_file
 
 TIMEOUT = 120
 
@@ -433,9 +434,7 @@ def test_dump_signal_writes_the_report_while_the_program_runs(tmp_path: Path) ->
         assert process.stdout.readline() == "ready\n"
         process.send_signal(signal.SIGUSR1)
         dump = tmp_path / "dump.json"
-        deadline = time.monotonic() + 30
-        while not dump.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_file(dump)
         assert json.loads(dump.read_text())["sites"][0]["created"] > 0
         assert process.poll() is None
     finally:

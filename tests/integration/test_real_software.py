@@ -25,7 +25,7 @@ import pytest
 
 import executor_guard
 
-from ..helpers import line_of
+from ..helpers import line_of, wait_for_file
 
 pytestmark = pytest.mark.filterwarnings("ignore::executor_guard.ExecutorChurnWarning")
 
@@ -286,9 +286,7 @@ def serve(
         assert workers, "no gunicorn workers found"
         os.kill(workers[0], signal.SIGUSR1)  # a dump while it serves
         dump = tmp_path / f"worker-{workers[0]}.json"
-        deadline = time.monotonic() + 30
-        while not dump.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_file(dump)
         assert dump.exists(), "no signal-triggered dump"
         with urllib.request.urlopen(f"{base}/{route}/3", timeout=10) as response:  # still serving
             assert response.read() == b"3"
