@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from executor_guard import _diagnostics, _guard, _patch, _registry
+from executor_guard import _callsite, _diagnostics, _guard, _patch, _registry
 
 pytest_plugins = ["pytester"]
 
@@ -19,7 +19,7 @@ def _forget_everything() -> None:
     state.installed = None
     state.last = None
     state.suspended.clear()
-    state.types.clear()
+    _callsite.types.clear()
     _registry._records.clear()
     _registry._collected.clear()
     _diagnostics.forget()

@@ -66,3 +66,25 @@ def test_stack_is_innermost_last_and_bounded() -> None:
     frames = _callsite.stack(outer(), 2)
     assert [f[2].rsplit(".", 1)[-1] for f in frames] == ["outer", "inner"]
     assert all(isinstance(f[1], int) for f in frames)
+
+
+def test_generated_wrappers_are_internal_and_stock_classes_need_no_constructor_skip() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import executor_guard
+
+    executor_guard.install(mode="log")
+    try:
+        wrapper = vars(ThreadPoolExecutor)["__init__"]
+        assert Classifier()(wrapper.__code__.co_filename) == INTERNAL
+        # Nothing in the stock class's constructor chain is outside
+        # concurrent.futures and executor_guard: the hot path skips nothing.
+        assert _callsite.type_info(ThreadPoolExecutor).init is None
+
+        class Mine(ThreadPoolExecutor):
+            def __init__(self) -> None:
+                super().__init__(1)
+
+        assert _callsite.type_info(Mine).init == {id(Mine.__init__.__code__)}
+    finally:
+        executor_guard.uninstall()

@@ -197,3 +197,76 @@ def test_a_forked_child_starts_empty_with_a_working_lock_even_if_the_lock_was_he
         del keep
     finally:
         _guard.uninstall()
+
+
+class OtherPool:
+    """A second pool class, to interleave classes at one site."""
+
+
+def test_thread_names_and_classes_are_counted_exactly_when_they_alternate() -> None:
+    registry = make(_config.Config(threshold=10**6), Clock())
+    kept = []
+    me = threading.current_thread()
+    original = me.name
+    plan = ["a", "a", "b", "a", "b", "b", "b", "a"]
+    try:
+        for index, name in enumerate(plan):
+            me.name = name
+            pool = Pool() if index % 3 else OtherPool()
+            kept.append(pool)
+            create(registry, pool)
+            # A snapshot in the middle of a run must not count it twice.
+            if index == 4:
+                registry.snapshot()
+    finally:
+        me.name = original
+    site = registry.snapshot().sites[0]
+    assert site.threads == {"a": 4, "b": 4}
+    assert site.classes == {"Pool": 5, "OtherPool": 3}
+    assert sum(site.threads.values()) == site.created == len(plan)
+
+
+def test_a_lower_threshold_applies_to_sites_already_counting() -> None:
+    registry = make(_config.Config(threshold=10), Clock())
+    kept = [Pool() for _ in range(6)]
+    crossings = [create(registry, pool)[1] for pool in kept[:4]]
+    assert crossings == [None] * 4
+    registry.reconfigure(_config.Config(threshold=5))
+    assert create(registry, kept[4])[1] is not None  # the 5th creation crosses 5
+    assert create(registry, kept[5])[1] is None  # warn mode acts once per site
+
+
+def test_a_window_set_later_counts_from_then_on_and_can_be_dropped_again() -> None:
+    clock = Clock()
+    registry = make(_config.Config(threshold=3), clock)
+    kept = [Pool() for _ in range(6)]
+    create(registry, kept[0])
+    registry.reconfigure(_config.Config(threshold=3, window=5.0))
+    clock.now += 1
+    assert create(registry, kept[1])[1] is None
+    clock.now += 1
+    assert create(registry, kept[2])[1] is None  # 3 creations, but 2 in the window
+    clock.now += 1
+    assert create(registry, kept[3])[1] is not None
+    registry.reconfigure(_config.Config(threshold=3))
+    create(registry, kept[4])
+    assert registry.snapshot().sites[0].created == 5
+
+
+def test_stacks_are_captured_for_the_first_creations_then_one_in_every_n() -> None:
+    registry = make(_config.Config(threshold=10**9), Clock())
+    captured = []
+    kept = []
+    for index in range(300):
+        site = registry.sites.get(KEY)
+        due = site is None or site.attempts >= site.next_sample
+        if due:
+            captured.append(index)
+        pool = Pool()
+        kept.append(pool)
+        stack = (KEY,) if due else None
+        registry.enter(pool, KEY, site, frame(), frame(), stack)
+    first = list(range(_registry.STACK_FIRST))
+    every = list(range(_registry.STACK_EVERY, 300, _registry.STACK_EVERY))
+    assert captured == first + every
+    assert registry.snapshot().sites[0].stacks_captured == len(captured)

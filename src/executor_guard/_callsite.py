@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CACHE_LIMIT = 8192
+#: The file name of the wrappers ``_patch`` generates.
+_WRAPPER_PREFIX = "<executor_guard wrapper"
 
 #: The qualified name of a code object (``Class.method``); plain names before 3.11.
 code_name: Callable[[CodeType], str] = operator.attrgetter(
@@ -141,8 +143,11 @@ class Classifier:
     def classify(self, filename: str) -> int:
         """The kind of ``filename``, without the cache."""
         if filename.startswith("<"):
-            # "<frozen importlib._bootstrap>" is the standard library; "<string>",
-            # "<stdin>" and notebook cells are the user's own code.
+            # "<frozen importlib._bootstrap>" is the standard library, our
+            # generated wrappers are ours; "<string>", "<stdin>" and notebook
+            # cells are the user's own code.
+            if filename.startswith(_WRAPPER_PREFIX):
+                return INTERNAL
             return LIBRARY if filename.startswith("<frozen") else APP
         path = os.path.abspath(filename) if not os.path.isabs(filename) else filename
         if path.startswith(self.internal):
@@ -212,3 +217,65 @@ def stack(
         depth -= 1
     frames.reverse()
     return tuple(frames)
+
+
+_classifier: Optional[Classifier] = None
+
+
+def classifier() -> Classifier:
+    """The process's classifier, created on first use (by the first guard)."""
+    global _classifier
+    if _classifier is None:
+        _classifier = Classifier()
+    return _classifier
+
+
+#: How many classes have their constructor and shutdown code ids cached.
+_TYPE_CACHE_LIMIT = 1024
+
+
+class TypeInfo:
+    """Code ids of a pool class's own constructor and shutdown chain, and its ``__exit__``.
+
+    The walks that find the call site and the ``with`` block skip the frames
+    of a user subclass's ``__init__`` and ``shutdown``, which run *inside* the
+    construction or shutdown. ``init`` leaves out code in
+    ``concurrent.futures`` and executor_guard, which the call-site walk skips
+    anyway, and is None when nothing is left (the stock classes): the hot path
+    then tests nothing per frame.
+    """
+
+    __slots__ = ("exit", "init", "shutdown")
+
+    def __init__(self, cls: type, kind_of: Callable[[str], int]) -> None:
+        self.init = self._codes(cls, "__init__", kind_of) or None
+        self.shutdown = self._codes(cls, "shutdown", None)
+        self.exit = self._codes(cls, "__exit__", None)
+
+    @staticmethod
+    def _codes(cls: type, name: str, kind_of: Optional[Callable[[str], int]]) -> frozenset[int]:
+        ids = set()
+        for klass in cls.__mro__:
+            function = vars(klass).get(name)
+            for candidate in (function, getattr(function, "__wrapped__", None)):
+                code = getattr(candidate, "__code__", None)
+                if code is None:
+                    continue
+                if kind_of is not None and kind_of(code.co_filename) == INTERNAL:
+                    continue
+                ids.add(id(code))
+        return frozenset(ids)
+
+
+#: Pool class -> its TypeInfo; read directly on the hot path.
+types: dict[type, TypeInfo] = {}
+
+
+def type_info(cls: type) -> TypeInfo:
+    """The (cached) :class:`TypeInfo` of ``cls``."""
+    info = types.get(cls)
+    if info is None:
+        if len(types) >= _TYPE_CACHE_LIMIT:
+            types.clear()
+        info = types[cls] = TypeInfo(cls, classifier())
+    return info

@@ -13,11 +13,9 @@ import threading
 import time
 
 from . import _callsite, _config, _patch, _registry, exceptions
-from ._callsite import Classifier, code_name, locate
+from ._callsite import code_name, locate, type_info
 from ._diagnostics import internal_error
 from ._policy import Policy
-from ._pools import pending_and_workers
-from ._registry import STACK_EVERY, STACK_FIRST
 from .exceptions import ExecutorChurnWarning
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -29,35 +27,6 @@ if TYPE_CHECKING:
     from ._report import Report
 
 
-#: How many user subclasses have their constructor code ids cached.
-_TYPE_CACHE_LIMIT = 1024
-
-
-class _TypeInfo:
-    """Code ids of a class's own constructor and shutdown chain, and its ``__exit__``."""
-
-    __slots__ = ("exit", "init", "shutdown")
-
-    def __init__(self, cls: type) -> None:
-        self.init = self._codes(cls, "__init__")
-        self.shutdown = self._codes(cls, "shutdown")
-        self.exit = self._codes(cls, "__exit__")
-
-    @staticmethod
-    def _codes(cls: type, name: str) -> frozenset[int]:
-        ids = set()
-        for klass in cls.__mro__:
-            function = vars(klass).get(name)
-            code = getattr(function, "__code__", None)
-            if code is not None:
-                ids.add(id(code))
-            original = getattr(function, "__wrapped__", None)
-            code = getattr(original, "__code__", None)
-            if code is not None:
-                ids.add(id(code))
-        return frozenset(ids)
-
-
 class _State:
     """The module's global state, in one place."""
 
@@ -67,23 +36,12 @@ class _State:
         self.suspended: list[Optional[Guard]] = []
         self.installed: Optional[Guard] = None
         self.last: Optional[Guard] = None
-        self.classifier: Optional[Classifier] = None
-        self.types: dict[type, _TypeInfo] = {}
         self.fork_hook = False
         self.filter_added: Optional[tuple[Any, ...]] = None
         self.warnoptions_applied: set[str] = set()
 
 
 _state = _State()
-
-
-def _type_info(cls: type) -> _TypeInfo:
-    info = _state.types.get(cls)
-    if info is None:
-        if len(_state.types) >= _TYPE_CACHE_LIMIT:
-            _state.types.clear()
-        info = _state.types[cls] = _TypeInfo(cls)
-    return info
 
 
 class Guard:
@@ -98,38 +56,44 @@ class Guard:
         self.registry = _registry.Registry(config)
         self.policy = policy if policy is not None else Policy(config)
         self._own_policy = policy is None
-        if _state.classifier is None:
-            _state.classifier = Classifier()
-        self._kind_of = _state.classifier
-        self._kinds = _state.classifier.cache
+        self._kind_of = _callsite.classifier()
+        self._kinds = self._kind_of.cache
+        self._types = _callsite.types
+        self._sample = bool(config.stack_depth)
+        self._depth = config.stack_depth
 
     # -- hooks called by the patched methods -------------------------------
 
     def before_init(self, pool: Any, frame: Optional[FrameType]) -> Optional[_registry.Record]:
         """Record a pool being built; may raise on purpose (``raise`` mode, warning filters).
 
-        This is the hot path: the stack is captured only when the site samples
-        it, and the registry is touched once.
+        This is the hot path. When the constructor's caller is application
+        code (the common case) the call site is that frame, with no walk; the
+        stack is captured only when the site samples it; the registry is
+        touched once.
         """
         __tracebackhide__ = True
         try:
-            info = _state.types.get(type(pool)) or _type_info(type(pool))
-            creator, site = locate(frame, self._kind_of, info.init, self._kinds)
+            info = self._types.get(type(pool)) or type_info(type(pool))
+            skip = info.init
+            creator: Optional[FrameType]
+            site: Optional[FrameType]
+            if (
+                skip is None
+                and frame is not None
+                and self._kinds.get(frame.f_code.co_filename) == _callsite.APP
+            ):
+                creator = site = frame
+            else:
+                creator, site = locate(frame, self._kind_of, skip, self._kinds)
             if creator is None or site is None:
                 return None
             code = site.f_code
             key = (code.co_filename, site.f_lineno, code_name(code))
             registry = self.registry
             known = registry.sites.get(key)
-            depth = self.config.stack_depth
-            stack = None
-            if depth:
-                if known is None:
-                    stack = _callsite.stack(creator, depth, self._kind_of)
-                else:
-                    n = known.created + known.refused
-                    if n < STACK_FIRST or n % STACK_EVERY == 0:
-                        stack = _callsite.stack(creator, depth, self._kind_of)
+            sample = self._sample if known is None else known.attempts >= known.next_sample
+            stack = _callsite.stack(creator, self._depth, self._kind_of) if sample else None
             record, crossing = registry.enter(pool, key, known, site, creator, stack)
         except Exception as exc:
             internal_error("recording a pool creation", exc)
@@ -150,34 +114,9 @@ class Guard:
         except Exception as exc:
             internal_error("undoing a failed pool creation", exc)
 
-    def before_shutdown(
-        self,
-        pool: Any,
-        record: _registry.Record,
-        wait: Any,
-        cancel_futures: Any,
-        frame: Optional[FrameType],
-    ) -> None:
-        """Record how ``pool`` is being shut down (its first shutdown only).
-
-        ``context`` when the caller, past the class's own ``shutdown``
-        overrides, is an ``__exit__`` of the class (a ``with`` block).
-        """
-        try:
-            if wait:
-                info = _state.types.get(type(pool)) or _type_info(type(pool))
-                skip = info.shutdown
-                while frame is not None and id(frame.f_code) in skip:
-                    frame = frame.f_back
-                in_exit = frame is not None and id(frame.f_code) in info.exit
-                _registry.close(
-                    record, pool, "context" if in_exit else "wait", cancel_futures, False, None
-                )
-            else:
-                pending, threads = pending_and_workers(pool)
-                _registry.close(record, pool, "nowait", cancel_futures, pending, threads)
-        except Exception as exc:
-            internal_error("recording a pool shutdown", exc)
+    #: Record how a pool is being shut down (its first shutdown only). A plain
+    #: function, not a method: the patched ``shutdown`` calls it directly.
+    before_shutdown = staticmethod(_registry.on_shutdown)
 
     # -- reporting ----------------------------------------------------------
 
@@ -203,7 +142,9 @@ class Guard:
 
     def _reconfigure(self, config: _config.Config) -> None:
         self.config = config
-        self.registry.config = config
+        self._sample = bool(config.stack_depth)
+        self._depth = config.stack_depth
+        self.registry.reconfigure(config)
         if self._own_policy:
             self.policy = Policy(config)
 

@@ -26,6 +26,7 @@ import sys
 import threading
 
 from . import _registry
+from ._registry import _records  # noqa: F401 - used by generated wrappers
 from .exceptions import ExecutorChurnError as _ExecutorChurnError  # noqa: F401 - used by generated wrappers
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -98,7 +99,7 @@ _INIT_BODY = """
 _SHUTDOWN_BODY = """
     hooks = _hooks
     if hooks is not None:
-        record = _registry._records.get(id(self))
+        record = _records.get(id(self))
         if record is not None:
             hooks.before_shutdown(self, record, {wait}, {cancel}, _getframe(1))
     return original({call})

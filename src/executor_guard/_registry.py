@@ -25,7 +25,9 @@ import time
 import weakref
 from collections import deque
 
-from ._callsite import describe
+from ._callsite import describe, type_info, types
+from ._diagnostics import internal_error
+from ._pools import pending_and_workers
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
@@ -52,6 +54,8 @@ _MAX_INTERNED = 65536
 _PRUNE_PER_CREATION = 4
 
 OTHER = "(other)"
+#: A count no site reaches: "no event pending".
+_NEVER = 1 << 62
 
 MODES = ("context", "wait", "nowait", "never", "open")
 
@@ -64,6 +68,7 @@ _records: dict[int, Record] = {}
 _collected: deque[Record] = deque()
 _current_thread = threading.current_thread
 _get_ident = threading.get_ident
+_active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
 _frames: dict[Frame, Frame] = {}
 
 
@@ -89,6 +94,7 @@ class Site:
     """Mutable statistics of one call site; only touched under ``_lock``."""
 
     __slots__ = (
+        "attempts",
         "cancel_futures",
         "captured",
         "churn",
@@ -108,11 +114,16 @@ class Site:
         "milestone",
         "module",
         "never",
+        "next_event",
+        "next_sample",
         "nowait",
         "nowait_pending",
         "peak_live",
         "refused",
         "registry",
+        "run",
+        "run_class",
+        "run_thread",
         "stacks",
         "stacks_dropped",
         "threads",
@@ -127,8 +138,7 @@ class Site:
         creator: Frame,
         module: str,
         ignored: bool,
-        window: bool,
-        threshold: int,
+        config: Config,
     ) -> None:
         self.registry = registry
         self.file, self.line, self.function = site
@@ -137,6 +147,16 @@ class Site:
         self.ignored = ignored
         self.created = 0
         self.refused = 0
+        #: created + refused: what the threshold counts.
+        self.attempts = 0
+        #: The attempt count at which Registry._event must run again: the
+        #: threshold, a log milestone, never (ignored sites, warn after churn),
+        #: or every time (0) when a window is set.
+        self.next_event = 0
+        #: The attempt count at which the next stack is captured.
+        self.next_sample = 0 if config.stack_depth else _NEVER
+        self.times: Optional[deque[float]] = None
+        self.configure(config)
         self.live = 0
         self.peak_live = 0
         self.first_at = 0.0
@@ -149,6 +169,12 @@ class Site:
         self.cancel_futures = 0
         self.threads: dict[str, int] = {}
         self.classes: dict[type, int] = {}
+        # Consecutive creations by one thread name and class are counted in
+        # `run` and folded into `threads`/`classes` when either changes (or at
+        # a snapshot): one comparison per creation instead of two dict updates.
+        self.run = 0
+        self.run_thread: Optional[str] = None
+        self.run_class: Optional[type] = None
         self.max_workers: dict[Optional[int], int] = {}
         self.stacks: dict[tuple[Frame, ...], int] = {}
         self.stacks_dropped = 0
@@ -156,7 +182,18 @@ class Site:
         self.churn = False
         self.milestone = 0
         self.draining: deque[Record] = deque()
-        self.times: Optional[deque[float]] = deque(maxlen=threshold) if window else None
+
+    def configure(self, config: Config) -> None:
+        """Apply ``config``'s threshold and window; the threshold is re-checked next time."""
+        if config.window is None:
+            self.times = None
+        elif self.times is None or self.times.maxlen != config.threshold:
+            self.times = deque(self.times or (), maxlen=config.threshold)
+        self.next_event = _NEVER if self.ignored else 0
+        if not config.stack_depth:
+            self.next_sample = _NEVER
+        elif self.next_sample == _NEVER:
+            self.next_sample = self.attempts
 
 
 class Crossing:
@@ -336,11 +373,26 @@ def _prune_all(site: Site) -> None:
     site.draining = keep
 
 
-def _count(table: dict[Any, int], key: Any) -> None:
+def _count(table: dict[Any, int], key: Any, n: int = 1) -> None:
     if key in table or len(table) < MAX_NAMES:
-        table[key] = table.get(key, 0) + 1
+        table[key] = table.get(key, 0) + n
     else:
-        table[OTHER] = table.get(OTHER, 0) + 1
+        table[OTHER] = table.get(OTHER, 0) + n
+
+
+def _fold(site: Site) -> None:
+    """Add the current run of same-thread, same-class creations to the tables."""
+    if site.run:
+        _count(site.threads, site.run_thread, site.run)
+        _count(site.classes, site.run_class, site.run)
+        site.run = 0
+
+
+def _switch_run(site: Site, thread: str, cls: type) -> None:
+    """A creation by another thread name or class than the last one: start a new run."""
+    _fold(site)
+    site.run_thread = thread
+    site.run_class = cls
 
 
 class Registry:
@@ -375,15 +427,20 @@ class Registry:
 
         Returns the pool's record (None when it is refused or the site table is
         full) and a :class:`Crossing` when the policy has something to do.
+
+        The common case (a known site, no threshold or milestone due, the same
+        thread and class as the previous creation there) is a handful of
+        attribute updates under the lock; everything else is in
+        :meth:`_event` and :func:`_switch_run`.
         """
-        config = self.config
-        now = self.clock() - self.started  # a plain call when clock is time.monotonic
-        active = threading._active  # type: ignore[attr-defined]
+        now = self.clock()  # absolute; made relative to `started` at snapshot
         try:
-            thread = active[_get_ident()]._name
+            thread = _active[_get_ident()]._name  # type: ignore[attr-defined]
         except Exception:
             thread = _current_thread().name
-        threads_now = len(active)
+        # Allocated before the lock: an allocation can run the garbage
+        # collector, and a finalizer that builds a pool would deadlock on it.
+        record = Record(pool, _on_collect)
         _acquire()
         try:
             if _collected:
@@ -394,80 +451,110 @@ class Registry:
                     if len(self.sites) >= MAX_SITES:
                         self.overflow += 1
                         return None, None
-                    site = self._new_site(key, site_frame, creator_frame)
-                    site.first_at = now
+                    site = self._new_site(key, site_frame, creator_frame, now)
             site.last_at = now
-            if threads_now > self.peak_threads:
-                self.peak_threads = threads_now
-
-            attempts = site.created + site.refused + 1
-            times = site.times
-            if times is None:
-                crossing = attempts >= config.threshold
-            else:
-                times.append(now)
-                crossing = len(times) == config.threshold and now - times[0] <= config.window  # type: ignore[operator]
-            first = False
-            act = False
-            if crossing and not site.ignored:
-                first = not site.churn
-                site.churn = True
-                if config.mode == "raise":
-                    site.refused += 1
-                    return None, Crossing(self._snapshot_site(site), refused=True, first=first)
-                if first or (config.mode == "log" and attempts >= site.milestone):
-                    act = True
-                    site.milestone = _milestone_after(attempts, config.threshold)
+            attempts = site.attempts = site.attempts + 1
+            event = self._event(site, attempts, now) if attempts >= site.next_event else None
+            if event is not None and event[0]:
+                return None, Crossing(self._snapshot_site(site), refused=True, first=event[1])
 
             site.created += 1
+            cls = type(pool)
+            if thread is not site.run_thread or cls is not site.run_class:
+                _switch_run(site, thread, cls)
+            site.run += 1
             if site.draining:
                 _prune(site, _PRUNE_PER_CREATION)
             live = site.live = site.live + 1
             if live > site.peak_live:
                 site.peak_live = live
-            names = site.threads
-            if thread in names:
-                names[thread] += 1
-            else:
-                _count(names, thread)
-            classes = site.classes
-            cls = type(pool)
-            if cls in classes:
-                classes[cls] += 1
-            else:
-                _count(classes, cls)
+                self._count_threads()
             if stack is not None:
-                site.captured += 1
-                seen = site.stacks.get(stack)
-                if seen is not None:
-                    site.stacks[stack] = seen + 1
-                elif len(site.stacks) < MAX_STACKS:
-                    site.stacks[self._intern(stack)] = 1
-                else:
-                    site.stacks_dropped += 1
+                self._add_stack(site, stack)
 
             # Only the two slots every path reads are set here; the others are
             # read with getattr(record, name, None) on the rarer paths.
-            record = Record(pool, _on_collect)
             record.site = site
             record.pool_id = pool_id = id(pool)
             _records[pool_id] = record
-            if act:
-                return record, Crossing(self._snapshot_site(site), refused=False, first=first)
+            if event is not None:
+                return record, Crossing(self._snapshot_site(site), refused=False, first=event[1])
         finally:
             _release()
         return record, None
 
-    def _new_site(self, key: Frame, site_frame: FrameType, creator_frame: FrameType) -> Site:
+    def _count_threads(self) -> None:
+        """Keep the process's peak thread count.
+
+        Sampled when a site reaches a new peak of live pools and when a stack
+        is captured, not at every creation: thread pile-ups come with pool
+        pile-ups, and the report adds the count at report time.
+        """
+        threads_now = len(_active)
+        if threads_now > self.peak_threads:
+            self.peak_threads = threads_now
+
+    def _event(self, site: Site, attempts: int, now: float) -> Optional[tuple[bool, bool]]:
+        """The threshold (or a milestone) may be due at ``site``: ``(refused, first)`` if it acts.
+
+        Also moves ``site.next_event`` to the next count that needs this path.
+        Sites with a window come here at every creation (``next_event`` 0).
+        """
+        config = self.config
+        times = site.times
+        if times is not None:
+            times.append(now)
+            if len(times) < config.threshold or now - times[0] > config.window:  # type: ignore[operator]
+                return None
+        elif attempts < config.threshold:
+            site.next_event = config.threshold  # after a reconfiguration
+            return None
+        first = not site.churn
+        site.churn = True
+        if config.mode == "raise":
+            site.refused += 1
+            return True, first  # every further attempt is refused
+        if config.mode == "log":
+            if not first and attempts < site.milestone:
+                return None
+            site.milestone = _milestone_after(attempts, config.threshold)
+            if times is None:
+                site.next_event = site.milestone
+            return False, first
+        if times is None:
+            site.next_event = _NEVER  # warn (and record-only) act once per site
+        return (False, first) if first else None
+
+    def _add_stack(self, site: Site, stack: tuple[Frame, ...]) -> None:
+        # The next creation to capture: every one of the first STACK_FIRST,
+        # then one in STACK_EVERY (read unlocked by the caller: a race only
+        # captures one stack more or less).
+        attempts = site.attempts
+        if attempts < STACK_FIRST:
+            site.next_sample = attempts
+        else:
+            site.next_sample = (attempts // STACK_EVERY + 1) * STACK_EVERY
+        self._count_threads()
+        site.captured += 1
+        seen = site.stacks.get(stack)
+        if seen is not None:
+            site.stacks[stack] = seen + 1
+        elif len(site.stacks) < MAX_STACKS:
+            site.stacks[self._intern(stack)] = 1
+        else:
+            site.stacks_dropped += 1
+
+    def _new_site(
+        self, key: Frame, site_frame: FrameType, creator_frame: FrameType, now: float
+    ) -> Site:
         config = self.config
         module = site_frame.f_globals.get("__name__", "")
         if not isinstance(module, str):
             module = ""
         creator = key if creator_frame is site_frame else describe(creator_frame)
         ignored = bool(config.ignore) and _ignored(key, module, config.ignore)
-        site = Site(
-            self, key, creator, module, ignored, config.window is not None, config.threshold
-        )
+        site = Site(self, key, creator, module, ignored, config)
+        site.first_at = now
         self.sites[key] = site
         return site
 
@@ -490,6 +577,8 @@ class Registry:
             site.live -= 1
             if refused:
                 site.refused += 1
+            else:
+                site.attempts -= 1
 
     # -- shutdown and collection ----------------------------------------
 
@@ -513,6 +602,7 @@ class Registry:
     def _snapshot_site(
         self, site: Site, open_workers: Optional[dict[str, int]] = None
     ) -> SiteSnapshot:
+        _fold(site)
         closed = site.context + site.wait + site.nowait + site.never
         max_workers = {str(k): v for k, v in site.max_workers.items()}
         if open_workers:
@@ -533,8 +623,8 @@ class Registry:
             refused=site.refused,
             live=site.live,
             peak_live=site.peak_live,
-            first_at=site.first_at,
-            last_at=site.last_at,
+            first_at=site.first_at - self.started,
+            last_at=site.last_at - self.started,
             shutdown={
                 "context": site.context,
                 "wait": site.wait,
@@ -584,6 +674,13 @@ class Registry:
             peak_threads=self.peak_threads,
         )
 
+    def reconfigure(self, config: Config) -> None:
+        """Apply a new configuration; every site re-checks its threshold at its next creation."""
+        with _lock:
+            self.config = config
+            for site in self.sites.values():
+                site.configure(config)
+
     def forget_records(self) -> None:
         """Drop the records of this registry's open pools (on uninstall or reset).
 
@@ -594,6 +691,62 @@ class Registry:
             for pool_id, record in list(_records.items()):
                 if record.site.registry is self:
                     del _records[pool_id]
+
+
+def on_shutdown(
+    pool: object,
+    record: Record,
+    wait: object,
+    cancel_futures: object,
+    frame: Optional[FrameType],
+) -> None:
+    """The patched ``shutdown``'s hook: record how ``pool`` ends (first shutdown only).
+
+    ``context`` when the caller, past the class's own ``shutdown`` overrides,
+    is an ``__exit__`` of the class (a ``with`` block). A ``wait`` shutdown,
+    the common one, is recorded here without a further call; never raises.
+    """
+    try:
+        if record() is not pool:
+            return
+        if not wait:
+            pending, threads = pending_and_workers(pool)
+            close(record, pool, "nowait", cancel_futures, pending, threads)
+            return
+        info = types.get(type(pool)) or type_info(type(pool))
+        skip = info.shutdown
+        while frame is not None and id(frame.f_code) in skip:
+            frame = frame.f_back
+        context = frame is not None and id(frame.f_code) in info.exit
+        try:
+            workers = record.max_workers
+        except AttributeError:  # the constructor has not returned yet
+            workers = None
+        _acquire()
+        try:
+            # Only the first shutdown finds the record (the pool is alive, so
+            # no other record can be filed under its id).
+            if _records.pop(record.pool_id, None) is not record:
+                return
+            site = record.site
+            if context:
+                record.mode = "context"
+                site.context += 1
+            else:
+                record.mode = "wait"
+                site.wait += 1
+            if cancel_futures:
+                site.cancel_futures += 1
+            table = site.max_workers
+            if workers in table:
+                table[workers] += 1
+            else:
+                _count(table, workers)
+            site.live -= 1
+        finally:
+            _release()
+    except Exception as exc:
+        internal_error("recording a pool shutdown", exc)
 
 
 def close(
@@ -612,21 +765,24 @@ def close(
         return
     _acquire()
     try:
-        pool_id = record.pool_id
-        if _records.get(pool_id) is not record:
+        # Only the first shutdown finds the record (the pool is alive, so no
+        # other record can be filed under its id).
+        if _records.pop(record.pool_id, None) is not record:
             return
-        del _records[pool_id]
         record.mode = mode
         site = record.site
-        if mode == "context":
-            site.context += 1
-        elif mode == "wait":
+        if mode == "wait":
             site.wait += 1
+        elif mode == "context":
+            site.context += 1
         else:
             site.nowait += 1
         if cancel_futures:
             site.cancel_futures += 1
-        workers = getattr(record, "max_workers", None)
+        try:
+            workers = record.max_workers
+        except AttributeError:  # the constructor has not returned yet
+            workers = None
         table = site.max_workers
         if workers in table:
             table[workers] += 1
@@ -658,12 +814,13 @@ def reset_after_fork() -> None:
     fork; that thread does not exist in the child, so the lock is replaced, not
     released.
     """
-    global _lock, _acquire, _release, _records, _collected
+    global _lock, _acquire, _release
     _lock = threading.Lock()
     _acquire = _lock.acquire
     _release = _lock.release
-    _records = {}
-    _collected = deque()
+    # Emptied in place: the patched methods hold these objects themselves.
+    _records.clear()
+    _collected.clear()
 
 
 def live_records() -> int:

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-from ._callsite import APP, Classifier
+from ._callsite import APP, classifier
 from ._registry import MAX_SITES, MAX_STACKS, STACK_EVERY, STACK_FIRST, SiteSnapshot, Snapshot
 from ._version import __version__
 from .exceptions import ExecutorGuardError
@@ -24,8 +24,6 @@ from .exceptions import ExecutorGuardError
 SCHEMA = 1
 FINDINGS = ("churn", "nowait_pending", "never_shutdown")
 SHUTDOWN_MODES = ("context", "wait", "nowait", "never", "open")
-
-_classifier: Optional[Classifier] = None
 
 
 class ReportFileError(ExecutorGuardError):
@@ -42,10 +40,7 @@ def _iso(timestamp: float) -> str:
 
 
 def _is_app(filename: str) -> bool:
-    global _classifier
-    if _classifier is None:
-        _classifier = Classifier()
-    return _classifier(filename) == APP
+    return classifier()(filename) == APP
 
 
 def _abs(filename: str) -> str:
