@@ -8,15 +8,20 @@ object, :data:`_state`, holding the active guard and the stack of guards that
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import threading
 import time
+from types import MethodType
 
 from . import _callsite, _config, _patch, _registry, exceptions
 from ._callsite import code_name, locate, type_info
 from ._diagnostics import internal_error
 from ._policy import Policy
 from .exceptions import ExecutorChurnWarning
+
+_getframe = sys._getframe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
@@ -53,7 +58,7 @@ class Guard:
 
     def __init__(self, config: _config.Config, policy: Optional[Policy] = None) -> None:
         self.config = config
-        self.registry = _registry.Registry(config)
+        self._registry = _registry.Registry(config)
         self.policy = policy if policy is not None else Policy(config)
         self._own_policy = policy is None
         self._kind_of = _callsite.classifier()
@@ -61,19 +66,50 @@ class Guard:
         self._types = _callsite.types
         self._sample = bool(config.stack_depth)
         self._depth = config.stack_depth
+        self._speed_up()
+
+    @property
+    def registry(self) -> _registry.Registry:
+        """Where this guard records; replaced by :meth:`reset` and in a forked child."""
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: _registry.Registry) -> None:
+        self._registry = registry
+        self._speed_up()
+
+    def _speed_up(self) -> None:
+        """Let the C hooks take the common cases, when they are available.
+
+        They shadow :meth:`before_init` and :meth:`before_shutdown` on this
+        instance and fall back to them for everything else.
+        """
+        speedups = _speedups()
+        if speedups is None:
+            return
+        try:
+            slow = MethodType(Guard.before_init, self)
+            vars(self)["before_init"] = speedups.InitHook(slow, self._registry)
+            vars(self)["before_shutdown"] = _SHUTDOWN_HOOK
+        except Exception as exc:
+            internal_error("setting up the C hooks (the Python ones are used)", exc)
+            vars(self).pop("before_init", None)
+            vars(self).pop("before_shutdown", None)
 
     # -- hooks called by the patched methods -------------------------------
 
-    def before_init(self, pool: Any, frame: Optional[FrameType]) -> Optional[_registry.Record]:
+    def before_init(self, pool: Any) -> Optional[_registry.Record]:
         """Record a pool being built; may raise on purpose (``raise`` mode, warning filters).
 
-        This is the hot path. When the constructor's caller is application
-        code (the common case) the call site is that frame, with no walk; the
-        stack is captured only when the site samples it; the registry is
-        touched once.
+        Called by the patched ``__init__``, whose caller is where the walk for
+        the call site starts. This is the hot path. When that caller is
+        application code (the common case) the call site is that frame, with
+        no walk; the stack is captured only when the site samples it; the
+        registry is touched once.
         """
         __tracebackhide__ = True
         try:
+            frame: Optional[FrameType] = _getframe(2)
             info = self._types.get(type(pool)) or type_info(type(pool))
             skip = info.init
             creator: Optional[FrameType]
@@ -266,6 +302,55 @@ class _NeverWarning(Warning):
 
 
 # -- fork ------------------------------------------------------------------------
+
+
+# -- optional C hooks ----------------------------------------------------------
+
+_SPEEDUPS: Any = None  # the module once configured, False when unavailable
+_SHUTDOWN_HOOK: Any = None
+
+
+def _speedups() -> Any:
+    """``executor_guard._speedups``, configured; None without it or when disabled.
+
+    The extension is optional (built when a C compiler is present at install);
+    ``EXECUTOR_GUARD_PURE_PYTHON=1`` keeps the pure-Python hooks, which are
+    the reference the C ones must agree with.
+    """
+    global _SPEEDUPS, _SHUTDOWN_HOOK
+    if _SPEEDUPS is None:
+        _SPEEDUPS = False
+        if os.environ.get("EXECUTOR_GUARD_PURE_PYTHON", "").strip() in ("", "0"):
+            try:
+                speedups: Any = importlib.import_module("executor_guard._speedups")
+            except ImportError:
+                return None
+            try:
+                speedups.configure(
+                    types=_callsite.types,
+                    kinds=_callsite.classifier().cache,
+                    records=_registry._records,
+                    collected=_registry._collected,
+                    registry_globals=vars(_registry),
+                    active=threading._active,  # type: ignore[attr-defined]
+                    on_collect=_registry._on_collect,
+                    monotonic=time.monotonic,
+                    app=_callsite.APP,
+                    Record=_registry.Record,
+                    Site=_registry.Site,
+                    TypeInfo=_callsite.TypeInfo,
+                )
+                _SHUTDOWN_HOOK = speedups.ShutdownHook(_registry.on_shutdown)
+            except Exception as exc:
+                internal_error("setting up the C hooks (the Python ones are used)", exc)
+                return None
+            _SPEEDUPS = speedups
+    return _SPEEDUPS or None
+
+
+def speedups_active() -> bool:
+    """Whether the C hooks take the common cases in this process."""
+    return _speedups() is not None
 
 
 def _after_fork_in_child() -> None:

@@ -32,7 +32,7 @@ from .exceptions import ExecutorChurnError as _ExecutorChurnError  # noqa: F401 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
-    from types import FrameType, ModuleType
+    from types import ModuleType
     from typing import Any, Callable, Optional, Protocol
 
 #: Defining module -> classes patched there.
@@ -47,9 +47,7 @@ if TYPE_CHECKING:
     class Hooks(Protocol):
         """What the wrappers call while a guard is active."""
 
-        def before_init(
-            self, pool: Any, frame: Optional[FrameType]
-        ) -> Optional[_registry.Record]: ...
+        def before_init(self, pool: Any) -> Optional[_registry.Record]: ...
 
         def init_failed(self, record: _registry.Record) -> None: ...
 
@@ -59,7 +57,6 @@ if TYPE_CHECKING:
             record: _registry.Record,
             wait: Any,
             cancel_futures: Any,
-            frame: Optional[FrameType],
         ) -> None: ...
 
 
@@ -82,7 +79,7 @@ _INIT_BODY = """
         original({call})
         return
     try:
-        record = hooks.before_init(self, _getframe(1))
+        record = hooks.before_init(self)
     except _ExecutorChurnError as refused:
         # A fresh traceback: it starts here, one frame under the call site.
         raise refused.with_traceback(None) from None
@@ -101,7 +98,11 @@ _SHUTDOWN_BODY = """
     if hooks is not None:
         record = _records.get(id(self))
         if record is not None:
-            hooks.before_shutdown(self, record, {wait}, {cancel}, _getframe(1))
+            hooks.before_shutdown(self, record, {wait}, {cancel})
+            # Let go of it now: when this frame ends, `self` may be the pool's
+            # last reference, and a record still alive then would be queued
+            # as collected.
+            record = None
     return original({call})
 """
 
@@ -207,8 +208,6 @@ def _eg_wait(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 def _eg_cancel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return args[1] if len(args) > 1 else kwargs.get("cancel_futures", False)
 
-
-_getframe = sys._getframe
 
 _WRAPPERS = {"__init__": _wrap_init, "shutdown": _wrap_shutdown}
 
