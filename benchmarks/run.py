@@ -52,6 +52,15 @@ TARGETS: dict[str, tuple[str, str]] = {
         "2. Tight loop: `ThreadPoolExecutor(1)` + `shutdown()`, no task",
         "guarded ÷ unguarded ≤ 2.0×",
     ),
+    "lifecycle_python": (
+        "1p. Lifecycle with the pure-Python hooks",
+        "reported for comparison, not judged: what an install without a C compiler gets "
+        "(`EXECUTOR_GUARD_PURE_PYTHON=1`)",
+    ),
+    "tight_python": (
+        "2p. Tight loop with the pure-Python hooks",
+        "reported for comparison, not judged (`EXECUTOR_GUARD_PURE_PYTHON=1`)",
+    ),
     "submit": (
         "3. `submit(int)` on a long-lived pool created under the guard",
         "guarded ÷ unguarded ≤ 1.02×",

@@ -219,3 +219,47 @@ def test_pure_python_is_chosen_by_the_environment() -> None:
     )
     assert out.stdout.strip() == "False"
     assert out.stderr == ""
+
+
+SUBINTERPRETER = """
+import _testcapi, textwrap
+from concurrent.futures import ThreadPoolExecutor
+import executor_guard
+from executor_guard import _guard
+
+guard = executor_guard.install(mode="log", threshold=10**9)
+for _ in range(100):
+    ThreadPoolExecutor(1).shutdown()
+inner = textwrap.dedent('''
+    from concurrent.futures import ThreadPoolExecutor
+    import executor_guard
+    from executor_guard import _guard
+    guard = executor_guard.install(mode="log", threshold=10**9)
+    for _ in range(100):
+        ThreadPoolExecutor(1).shutdown()
+    site = guard.report(process_figures=False).to_dict()["sites"][0]
+    assert (site["created"], site["shutdown"]["wait"]) == (100, 100), site
+    assert not _guard.speedups_active()  # the C hooks belong to the main interpreter
+''')
+assert _testcapi.run_in_subinterp(inner) == 0
+for _ in range(100):
+    ThreadPoolExecutor(1).shutdown()
+sites = guard.report(process_figures=False).to_dict()["sites"]
+assert [s["created"] for s in sites] == [100, 100], sites
+assert _guard.speedups_active()
+print("ok")
+"""
+
+
+@needs_speedups
+def test_a_sub_interpreter_gets_the_python_hooks_and_the_main_one_keeps_the_c_hooks(
+    tmp_path: Any,
+) -> None:
+    pytest.importorskip("_testcapi")
+    script = tmp_path / "subinterpreter.py"
+    script.write_text(SUBINTERPRETER)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -326,7 +326,7 @@ def _speedups() -> Any:
             except ImportError:
                 return None
             try:
-                speedups.configure(
+                configured = speedups.configure(
                     types=_callsite.types,
                     kinds=_callsite.classifier().cache,
                     records=_registry._records,
@@ -340,6 +340,8 @@ def _speedups() -> Any:
                     Site=_registry.Site,
                     TypeInfo=_callsite.TypeInfo,
                 )
+                if not configured:
+                    return None  # another interpreter of this process has them
                 _SHUTDOWN_HOOK = speedups.ShutdownHook(_registry.on_shutdown)
             except Exception as exc:
                 internal_error("setting up the C hooks (the Python ones are used)", exc)

@@ -64,6 +64,10 @@ static Py_ssize_t o_rec_site, o_rec_pool_id, o_rec_mode, o_rec_max_workers;
 static Py_ssize_t o_info_init, o_info_shutdown, o_info_exit;
 
 static int g_configured = 0;
+/* The state above belongs to one interpreter. In any other (mod_wsgi's
+   sub-interpreters, for one) the module stays unconfigured and the hooks are
+   never created, so Python's own hooks run there. */
+static PyInterpreterState *g_interp = NULL;
 
 #define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
@@ -357,8 +361,8 @@ init_hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTuple(args, "OO:InitHook", &slow, &registry)) {
         return NULL;
     }
-    if (!g_configured) {
-        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() has not run");
+    if (!g_configured || PyInterpreterState_Get() != g_interp) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() has not run here");
         return NULL;
     }
     InitHook *self = (InitHook *)type->tp_alloc(type, 0);
@@ -487,22 +491,21 @@ shutdown_fast(PyObject *pool, PyObject *record, PyObject *wait, PyObject *cancel
         || !PyFrozenSet_CheckExact(exits)) {
         return 0;
     }
+    /* Held: the walk allocates frame objects, which may run the collector and
+       through it code that empties the type cache. */
+    Py_INCREF(skip);
+    Py_INCREF(exits);
     /* Past the class's own shutdown overrides: is the caller an __exit__? */
     PyFrameObject *frame = caller_frame();
-    int context = 0;
+    int context = 0, skipped = 0;
     while (frame != NULL) {
         PyCodeObject *code = PyFrame_GetCode(frame);
-        int skipped = code_in(skip, code);
+        skipped = code_in(skip, code);
         if (skipped == 0) {
             context = code_in(exits, code);
         }
         Py_DECREF(code);
-        if (skipped < 0 || context < 0) {
-            Py_DECREF(frame);
-            PyErr_Clear();
-            return 0;
-        }
-        if (!skipped) {
+        if (skipped <= 0 || context < 0) {
             break;
         }
         PyFrameObject *back = PyFrame_GetBack(frame);
@@ -510,6 +513,12 @@ shutdown_fast(PyObject *pool, PyObject *record, PyObject *wait, PyObject *cancel
         frame = back;
     }
     Py_XDECREF(frame);
+    Py_DECREF(skip);
+    Py_DECREF(exits);
+    if (skipped < 0 || context < 0 || PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
 
     PyObject *site = SLOT(record, o_rec_site), *pool_id = SLOT(record, o_rec_pool_id);
     if (site == NULL || Py_TYPE(site) != g_site_type || pool_id == NULL) {
@@ -596,8 +605,8 @@ shutdown_hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTuple(args, "O:ShutdownHook", &slow)) {
         return NULL;
     }
-    if (!g_configured) {
-        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() has not run");
+    if (!g_configured || PyInterpreterState_Get() != g_interp) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() has not run here");
         return NULL;
     }
     ShutdownHook *self = (ShutdownHook *)type->tp_alloc(type, 0);
@@ -666,6 +675,9 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     PyObject *types, *kinds, *records, *collected, *module_dict, *active, *on_collect,
         *monotonic, *app;
     PyTypeObject *record_type, *site_type, *info_type;
+    if (g_configured && PyInterpreterState_Get() != g_interp) {
+        Py_RETURN_FALSE; /* another interpreter owns this module's state */
+    }
     if (!PyArg_ParseTupleAndKeywords(
             args, kwargs, "O!O!O!OO!O!OOOO!O!O!:configure", names, &PyDict_Type, &types,
             &PyDict_Type, &kinds, &PyDict_Type, &records, &collected, &PyDict_Type,
@@ -713,12 +725,13 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     keep((PyObject **)&g_site_type, (PyObject *)site_type);
     keep((PyObject **)&g_info_type, (PyObject *)info_type);
     g_configured = 1;
-    Py_RETURN_NONE;
+    g_interp = PyInterpreterState_Get();
+    Py_RETURN_TRUE;
 }
 
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
-     "Give the hooks the registry's objects (once, at import of executor_guard._guard)."},
+     "Give the hooks the registry's objects; False when another interpreter already did."},
     {NULL},
 };
 
