@@ -90,7 +90,7 @@ _INIT_BODY = """
             hooks.init_failed(record)
         raise
     if record is not None:
-        record.max_workers = getattr(self, "_max_workers", None)
+        record.max_workers = {workers}
 """
 
 _SHUTDOWN_BODY = """
@@ -145,8 +145,13 @@ def _signature(code: Any, function: Any) -> Optional[tuple[list[str], str, dict[
 
 
 def _generate(
-    original: Callable[..., Any], name: str, body: str, extra: dict[str, tuple[str, str]]
+    original: Callable[..., Any], name: str, body: str, extra: dict[str, tuple[str, str, str]]
 ) -> Any:
+    """Compile a wrapper of ``original`` running ``body``, with the original's signature.
+
+    ``extra`` fills the body's other fields: ``{field: (parameter, text, fallback)}``
+    puts ``text`` where ``original`` has that parameter, else ``fallback``.
+    """
     code = getattr(original, "__code__", None)
     mirrored = _signature(code, original) if code is not None else None
     params: list[str]
@@ -160,8 +165,8 @@ def _generate(
         params, call, bindings = mirrored
         names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
     fields = {"call": call}
-    for key, (param, fallback) in extra.items():
-        fields[key] = param if param in names else fallback
+    for key, (param, present, fallback) in extra.items():
+        fields[key] = present if param in names else fallback
     arguments = ", ".join(["original", *bindings])
     source = (
         f"def _eg_factory({arguments}):\n"
@@ -186,7 +191,12 @@ _generated: dict[Callable[..., Any], Callable[..., None]] = {}
 def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
     wrapper = _generated.get(original)
     if wrapper is None:
-        wrapper = _generated[original] = _generate(original, "__init__", _INIT_BODY, {})
+        # The stock constructors keep a given max_workers as is: no attribute
+        # lookup then; the default is read from the pool once it is built.
+        default = 'getattr(self, "_max_workers", None)'
+        given = f"max_workers if max_workers is not None else {default}"
+        extra = {"workers": ("max_workers", given, default)}
+        wrapper = _generated[original] = _generate(original, "__init__", _INIT_BODY, extra)
     return wrapper
 
 
@@ -194,8 +204,8 @@ def _wrap_shutdown(original: Callable[..., None]) -> Callable[..., None]:
     wrapper = _generated.get(original)
     if wrapper is None:
         extra = {
-            "wait": ("wait", "_eg_wait(_eg_args, _eg_kwargs)"),
-            "cancel": ("cancel_futures", "_eg_cancel(_eg_args, _eg_kwargs)"),
+            "wait": ("wait", "wait", "_eg_wait(_eg_args, _eg_kwargs)"),
+            "cancel": ("cancel_futures", "cancel_futures", "_eg_cancel(_eg_args, _eg_kwargs)"),
         }
         wrapper = _generated[original] = _generate(original, "shutdown", _SHUTDOWN_BODY, extra)
     return wrapper

@@ -132,6 +132,9 @@ length(PyObject *container)
    letting another thread run (nothing below releases the GIL or runs Python
    code), so the two never interleave. Looked up at each call: a forked child
    replaces the lock. */
+static PyObject *g_lock = NULL;         /* the _registry._lock last seen */
+static PyObject *g_lock_locked = NULL;  /* its bound locked() */
+
 static int
 lock_is_free(void)
 {
@@ -140,7 +143,17 @@ lock_is_free(void)
         PyErr_Clear();
         return 0;
     }
-    PyObject *locked = PyObject_CallMethodNoArgs(lock, s_locked);
+    if (lock != g_lock) {
+        PyObject *method = PyObject_GetAttr(lock, s_locked);
+        if (method == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        Py_INCREF(lock);
+        Py_XSETREF(g_lock, lock);
+        Py_XSETREF(g_lock_locked, method);
+    }
+    PyObject *locked = PyObject_CallNoArgs(g_lock_locked);
     if (locked == NULL) {
         PyErr_Clear();
         return 0;
