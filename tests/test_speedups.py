@@ -263,3 +263,20 @@ def test_a_sub_interpreter_gets_the_python_hooks_and_the_main_one_keeps_the_c_ho
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+@needs_speedups
+def test_green_threads_keep_the_python_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    native = threading.get_ident
+
+    def green_ident() -> int:  # what gevent's and eventlet's patches look like
+        return native()
+
+    monkeypatch.setattr(threading, "get_ident", green_ident)
+    with executor_guard.guarded() as guard:
+        assert "before_init" not in vars(guard)
+        ThreadPoolExecutor(1).shutdown()
+    assert guard.report(process_figures=False).to_dict()["totals"]["pools"] == 1
+    monkeypatch.undo()
+    with executor_guard.guarded() as guard:
+        assert "before_init" in vars(guard)

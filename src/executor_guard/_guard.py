@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import time
-from types import MethodType
+from types import BuiltinFunctionType, MethodType
 
 from . import _callsite, _config, _patch, _registry, exceptions
 from ._callsite import code_name, locate, type_info
@@ -85,7 +85,7 @@ class Guard:
         instance and fall back to them for everything else.
         """
         speedups = _speedups()
-        if speedups is None:
+        if speedups is None or not _native_threads():
             return
         try:
             slow = MethodType(Guard.before_init, self)
@@ -348,6 +348,16 @@ def _speedups() -> Any:
                 return None
             _SPEEDUPS = speedups
     return _SPEEDUPS or None
+
+
+def _native_threads() -> bool:
+    """Whether thread identities are the interpreter's own (the C hooks read those).
+
+    gevent and eventlet replace ``threading.get_ident`` with their own, keyed
+    by green thread: the Python hooks then keep attributing pools to them.
+    """
+    get_ident = threading.get_ident
+    return isinstance(get_ident, BuiltinFunctionType) and get_ident is _registry._get_ident
 
 
 def speedups_active() -> bool:
