@@ -40,7 +40,7 @@ RESULTS_DIR = os.path.join(WORK, "results")
 MINORS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 
 #: Benchmark scripts in the order they run (the slow, noisy whole-program one last).
-SCRIPTS = ("bench_micro", "bench_memory", "bench_startup", "bench_workload")
+SCRIPTS = ("bench_micro", "bench_instructions", "bench_memory", "bench_startup", "bench_workload")
 
 #: RESULTS.md sections: result key -> (section title, what the target says).
 TARGETS: dict[str, tuple[str, str]] = {
@@ -60,6 +60,15 @@ TARGETS: dict[str, tuple[str, str]] = {
     "tight_python": (
         "2p. Tight loop with the pure-Python hooks",
         "reported for comparison, not judged (`EXECUTOR_GUARD_PURE_PYTHON=1`)",
+    ),
+    "tight_instructions": (
+        "2i. Tight loop, instructions per pool (valgrind)",
+        "reported next to target 2: machine instructions counted by valgrind, guarded ÷ "
+        "unguarded; a noise-free proxy for time (stalls and branch misses are not counted)",
+    ),
+    "tight_instructions_python": (
+        "2ip. The same with the pure-Python hooks",
+        "reported for comparison (`EXECUTOR_GUARD_PURE_PYTHON=1`)",
     ),
     "submit": (
         "3. `submit(int)` on a long-lived pool created under the guard",
