@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import executor_guard
-from executor_guard import _guard, _registry
+from executor_guard import _accel, _guard, _registry
 
 pytestmark = pytest.mark.filterwarnings("ignore::executor_guard.ExecutorChurnWarning")
 
@@ -42,12 +42,14 @@ needs_speedups = pytest.mark.skipif(
 @contextmanager
 def pure_python() -> Iterator[None]:
     """Guards created inside use the Python hooks only."""
-    saved = _guard._SPEEDUPS
-    _guard._SPEEDUPS = False
+    executor_guard.uninstall()  # the next install patches with the Python wrappers
+    saved = _accel._module
+    _accel._module = False
     try:
         yield
     finally:
-        _guard._SPEEDUPS = saved
+        executor_guard.uninstall()
+        _accel._module = saved
 
 
 def test_the_c_hooks_are_built_wherever_a_compiler_is() -> None:
@@ -67,9 +69,9 @@ class Counting:
         before_init = _guard.Guard.before_init
         on_shutdown = _registry.on_shutdown
 
-        def counted_init(guard: Any, pool: Any) -> Any:
+        def counted_init(guard: Any, pool: Any, frame: Any) -> Any:
             self.inits += 1
-            return before_init(guard, pool)
+            return before_init(guard, pool, frame)
 
         def counted_shutdown(*args: Any) -> None:
             self.shutdowns += 1
@@ -78,7 +80,7 @@ class Counting:
         monkeypatch.setattr(_guard.Guard, "before_init", counted_init)
         monkeypatch.setattr(_registry, "on_shutdown", counted_shutdown)
         # The C shutdown hook holds the function it falls back to.
-        monkeypatch.setattr(_guard, "_SHUTDOWN_HOOK", type(_guard._SHUTDOWN_HOOK)(counted_shutdown))
+        monkeypatch.setattr(_accel, "SHUTDOWN_HOOK", type(_accel.SHUTDOWN_HOOK)(counted_shutdown))
 
 
 @needs_speedups

@@ -8,20 +8,17 @@ object, :data:`_state`, holding the active guard and the stack of guards that
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import threading
 import time
 from types import BuiltinFunctionType, MethodType
 
-from . import _callsite, _config, _patch, _registry, exceptions
+from . import _accel, _callsite, _config, _patch, _registry, exceptions
 from ._callsite import code_name, locate, type_info
 from ._diagnostics import internal_error
 from ._policy import Policy
 from .exceptions import ExecutorChurnWarning
-
-_getframe = sys._getframe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
@@ -84,13 +81,13 @@ class Guard:
         They shadow :meth:`before_init` and :meth:`before_shutdown` on this
         instance and fall back to them for everything else.
         """
-        speedups = _speedups()
+        speedups = _accel.speedups()
         if speedups is None or not _native_threads():
             return
         try:
             slow = MethodType(Guard.before_init, self)
             vars(self)["before_init"] = speedups.InitHook(slow, self._registry)
-            vars(self)["before_shutdown"] = _SHUTDOWN_HOOK
+            vars(self)["before_shutdown"] = _accel.SHUTDOWN_HOOK
         except Exception as exc:
             internal_error("setting up the C hooks (the Python ones are used)", exc)
             vars(self).pop("before_init", None)
@@ -98,18 +95,17 @@ class Guard:
 
     # -- hooks called by the patched methods -------------------------------
 
-    def before_init(self, pool: Any) -> Optional[_registry.Record]:
+    def before_init(self, pool: Any, frame: Optional[FrameType]) -> Optional[_registry.Record]:
         """Record a pool being built; may raise on purpose (``raise`` mode, warning filters).
 
-        Called by the patched ``__init__``, whose caller is where the walk for
-        the call site starts. This is the hot path. When that caller is
+        ``frame`` is the patched ``__init__``'s caller, where the walk for the
+        call site starts. This is the hot path. When that caller is
         application code (the common case) the call site is that frame, with
         no walk; the stack is captured only when the site samples it; the
         registry is touched once.
         """
         __tracebackhide__ = True
         try:
-            frame: Optional[FrameType] = _getframe(2)
             info = self._types.get(type(pool)) or type_info(type(pool))
             skip = info.init
             creator: Optional[FrameType]
@@ -126,7 +122,7 @@ class Guard:
                 return None
             code = site.f_code
             key = (code.co_filename, site.f_lineno, code_name(code))
-            registry = self.registry
+            registry = self._registry
             known = registry.sites.get(key)
             sample = self._sample if known is None else known.attempts >= known.next_sample
             stack = _callsite.stack(creator, self._depth, self._kind_of) if sample else None
@@ -229,7 +225,6 @@ def _options_cover_our_warning() -> bool:
     Python merges a user's ``ignore::ResourceWarning`` with its identical stock
     entry, so position alone cannot tell them apart: the options can.
     """
-    import sys
 
     covering = {"", "Warning", "ResourceWarning", "builtins.Warning", "builtins.ResourceWarning"}
     for option in sys.warnoptions:
@@ -248,7 +243,6 @@ def _apply_warnoptions() -> None:
     ignored"). Once we run, the category is importable: apply such entries as
     Python would have, once each.
     """
-    import sys
     import warnings
 
     for option in sys.warnoptions:
@@ -306,49 +300,6 @@ class _NeverWarning(Warning):
 
 # -- optional C hooks ----------------------------------------------------------
 
-_SPEEDUPS: Any = None  # the module once configured, False when unavailable
-_SHUTDOWN_HOOK: Any = None
-
-
-def _speedups() -> Any:
-    """``executor_guard._speedups``, configured; None without it or when disabled.
-
-    The extension is optional (built when a C compiler is present at install);
-    ``EXECUTOR_GUARD_PURE_PYTHON=1`` keeps the pure-Python hooks, which are
-    the reference the C ones must agree with.
-    """
-    global _SPEEDUPS, _SHUTDOWN_HOOK
-    if _SPEEDUPS is None:
-        _SPEEDUPS = False
-        if os.environ.get("EXECUTOR_GUARD_PURE_PYTHON", "").strip() in ("", "0"):
-            try:
-                speedups: Any = importlib.import_module("executor_guard._speedups")
-            except ImportError:
-                return None
-            try:
-                configured = speedups.configure(
-                    types=_callsite.types,
-                    kinds=_callsite.classifier().cache,
-                    records=_registry._records,
-                    collected=_registry._collected,
-                    registry_globals=vars(_registry),
-                    active=threading._active,  # type: ignore[attr-defined]
-                    on_collect=_registry._on_collect,
-                    monotonic=time.monotonic,
-                    app=_callsite.APP,
-                    Record=_registry.Record,
-                    Site=_registry.Site,
-                    TypeInfo=_callsite.TypeInfo,
-                )
-                if not configured:
-                    return None  # another interpreter of this process has them
-                _SHUTDOWN_HOOK = speedups.ShutdownHook(_registry.on_shutdown)
-            except Exception as exc:
-                internal_error("setting up the C hooks (the Python ones are used)", exc)
-                return None
-            _SPEEDUPS = speedups
-    return _SPEEDUPS or None
-
 
 def _native_threads() -> bool:
     """Whether thread identities are the interpreter's own (the C hooks read those).
@@ -362,7 +313,7 @@ def _native_threads() -> bool:
 
 def speedups_active() -> bool:
     """Whether the C hooks take the common cases in this process."""
-    return _speedups() is not None
+    return _accel.speedups() is not None
 
 
 def _after_fork_in_child() -> None:

@@ -32,7 +32,7 @@ from .exceptions import ExecutorChurnError as _ExecutorChurnError  # noqa: F401 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
-    from types import ModuleType
+    from types import FrameType, ModuleType
     from typing import Any, Callable, Optional, Protocol
 
 #: Defining module -> classes patched there.
@@ -47,7 +47,9 @@ if TYPE_CHECKING:
     class Hooks(Protocol):
         """What the wrappers call while a guard is active."""
 
-        def before_init(self, pool: Any) -> Optional[_registry.Record]: ...
+        def before_init(
+            self, pool: Any, frame: Optional[FrameType]
+        ) -> Optional[_registry.Record]: ...
 
         def init_failed(self, record: _registry.Record) -> None: ...
 
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
             record: _registry.Record,
             wait: Any,
             cancel_futures: Any,
+            frame: Optional[FrameType],
         ) -> None: ...
 
 
@@ -79,7 +82,7 @@ _INIT_BODY = """
         original({call})
         return
     try:
-        record = hooks.before_init(self)
+        record = hooks.before_init(self, _getframe(1))
     except _ExecutorChurnError as refused:
         # A fresh traceback: it starts here, one frame under the call site.
         raise refused.with_traceback(None) from None
@@ -98,7 +101,7 @@ _SHUTDOWN_BODY = """
     if hooks is not None:
         record = _records.get(id(self))
         if record is not None:
-            hooks.before_shutdown(self, record, {wait}, {cancel})
+            hooks.before_shutdown(self, record, {wait}, {cancel}, _getframe(1))
             # Let go of it now: when this frame ends, `self` may be the pool's
             # last reference, and a record still alive then would be queued
             # as collected.
@@ -183,31 +186,75 @@ def _generate(
     return wrapper
 
 
-#: original function -> its generated wrapper. Installing again reuses the same
+#: (original function, in C) -> its wrapper. Installing again reuses the same
 #: wrapper: no compile() per install, and identity is stable across cycles.
-_generated: dict[Callable[..., Any], Callable[..., None]] = {}
+_generated: dict[tuple[Callable[..., Any], bool], Callable[..., None]] = {}
+
+#: The parameters the C wrappers read by position or name, per method.
+_C_SIGNATURES = {"__init__": ("self", "max_workers"), "shutdown": ("self", "wait")}
+
+
+def _c_wrapper(original: Callable[..., None], name: str) -> Optional[Callable[..., None]]:
+    """The C extension's wrapper of ``original``, when it is available and fits.
+
+    It reads ``max_workers`` (or ``wait`` and ``cancel_futures``) where the
+    stock methods have them; any other signature gets a generated wrapper.
+    """
+    from . import _accel
+
+    speedups = _accel.speedups()
+    code = getattr(original, "__code__", None)
+    if speedups is None or code is None:
+        return None
+    expected = _C_SIGNATURES[name]
+    names = code.co_varnames[: code.co_argcount]
+    if names[: len(expected)] != expected or code.co_flags & (_CO_VARARGS | _CO_VARKEYWORDS):
+        return None
+    if (
+        name == "shutdown"
+        and "cancel_futures"
+        not in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount][2:]
+    ):
+        return None
+    import functools
+
+    wrapper: Callable[..., None] = speedups.Wrapper(original, name)
+    functools.update_wrapper(wrapper, original)
+    return wrapper
 
 
 def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
-    wrapper = _generated.get(original)
+    from . import _accel
+
+    key = (original, _accel.speedups() is not None)
+    wrapper = _generated.get(key)
+    if wrapper is None:
+        wrapper = _c_wrapper(original, "__init__")
     if wrapper is None:
         # The stock constructors keep a given max_workers as is: no attribute
         # lookup then; the default is read from the pool once it is built.
         default = 'getattr(self, "_max_workers", None)'
         given = f"max_workers if max_workers is not None else {default}"
         extra = {"workers": ("max_workers", given, default)}
-        wrapper = _generated[original] = _generate(original, "__init__", _INIT_BODY, extra)
+        wrapper = _generate(original, "__init__", _INIT_BODY, extra)
+    _generated[key] = wrapper
     return wrapper
 
 
 def _wrap_shutdown(original: Callable[..., None]) -> Callable[..., None]:
-    wrapper = _generated.get(original)
+    from . import _accel
+
+    key = (original, _accel.speedups() is not None)
+    wrapper = _generated.get(key)
+    if wrapper is None:
+        wrapper = _c_wrapper(original, "shutdown")
     if wrapper is None:
         extra = {
             "wait": ("wait", "wait", "_eg_wait(_eg_args, _eg_kwargs)"),
             "cancel": ("cancel_futures", "cancel_futures", "_eg_cancel(_eg_args, _eg_kwargs)"),
         }
-        wrapper = _generated[original] = _generate(original, "shutdown", _SHUTDOWN_BODY, extra)
+        wrapper = _generate(original, "shutdown", _SHUTDOWN_BODY, extra)
+    _generated[key] = wrapper
     return wrapper
 
 
@@ -218,6 +265,8 @@ def _eg_wait(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 def _eg_cancel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return args[1] if len(args) > 1 else kwargs.get("cancel_futures", False)
 
+
+_getframe = sys._getframe
 
 _WRAPPERS = {"__init__": _wrap_init, "shutdown": _wrap_shutdown}
 

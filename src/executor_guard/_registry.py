@@ -20,7 +20,6 @@ distinct thread names and classes per site, and a ``deque`` of at most
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 import weakref
@@ -69,7 +68,6 @@ _records: dict[int, Record] = {}
 _collected: deque[Record] = deque()
 _current_thread = threading.current_thread
 _get_ident = threading.get_ident
-_getframe = sys._getframe
 _active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
 _frames: dict[Frame, Frame] = {}
 
@@ -700,6 +698,7 @@ def on_shutdown(
     record: Record,
     wait: object,
     cancel_futures: object,
+    frame: Optional[FrameType],
 ) -> None:
     """The patched ``shutdown``'s hook: record how ``pool`` ends (first shutdown only).
 
@@ -716,7 +715,6 @@ def on_shutdown(
             return
         info = types.get(type(pool)) or type_info(type(pool))
         skip = info.shutdown
-        frame: Optional[FrameType] = _getframe(2)  # the patched method's caller
         while frame is not None and id(frame.f_code) in skip:
             frame = frame.f_back
         context = frame is not None and id(frame.f_code) in info.exit

@@ -6,14 +6,14 @@
  * everything else to the Python function it wraps (the "slow" path), so the
  * two can never disagree about anything but speed:
  *
- *   InitHook(slow, registry)(pool)
+ *   InitHook(slow, registry)(pool, frame)
  *       A pool built directly by application code at a call site already
  *       known, with nothing due there (no threshold, milestone, stack sample,
  *       draining pool, collected record or new peak), by the same thread name
  *       and class as the site's previous creation. It is counted and its
  *       Record filed exactly as Registry.enter does.
  *
- *   ShutdownHook(slow)(pool, record, wait, cancel_futures)
+ *   ShutdownHook(slow)(pool, record, wait, cancel_futures, frame)
  *       A first shutdown(wait=True) without cancel_futures, by a `with` block
  *       or a plain call, of a pool whose max_workers value is already in its
  *       site's table. It is counted exactly as _registry.on_shutdown does.
@@ -35,6 +35,16 @@
 #include <structmember.h>
 #include <time.h>
 
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *
+compat_new_ref(PyObject *object)
+{
+    Py_INCREF(object);
+    return object;
+}
+#define Py_NewRef(object) compat_new_ref((PyObject *)(object))
+#endif
+
 #ifdef Py_GIL_DISABLED
 #error "the C hooks rely on the GIL; free-threaded builds use the pure-Python hooks"
 #endif
@@ -45,7 +55,9 @@ static PyObject *g_types;        /* _callsite.types: class -> TypeInfo */
 static PyObject *g_kinds;        /* the classifier's cache: filename -> kind */
 static PyObject *g_records;      /* _registry._records: id -> Record */
 static PyObject *g_collected;    /* _registry._collected (deque) */
-static PyObject *g_module_dict;  /* vars(_registry): _acquire and _release */
+static PyObject *g_module_dict;  /* vars(_registry): its _lock */
+static PyObject *g_patch_dict;   /* vars(_patch): its _hooks */
+static PyObject *g_churn_error;  /* ExecutorChurnError */
 static PyObject *g_active;       /* threading._active: ident -> Thread */
 static PyObject *g_on_collect;   /* _registry._on_collect */
 static PyObject *g_monotonic;    /* time.monotonic */
@@ -55,6 +67,8 @@ static PyTypeObject *g_site_type;
 static PyTypeObject *g_info_type;
 
 static PyObject *s_lock, *s_locked, *s_name, *s_sites, *s_clock, *s_context, *s_wait;
+static PyObject *s_hooks, *s_before_init, *s_before_shutdown, *s_init_failed, *s_max_workers,
+    *s_max_workers_attr, *s_cancel_futures;
 
 /* Slot offsets. */
 static Py_ssize_t o_site_attempts, o_site_next_event, o_site_next_sample, o_site_created,
@@ -182,14 +196,6 @@ monotonic(void)
     return PyObject_CallNoArgs(g_monotonic);
 }
 
-/* The frame that called the patched method calling this hook (new reference). */
-static PyFrameObject *
-caller_frame(void)
-{
-    PyFrameObject *wrapper = PyEval_GetFrame(); /* borrowed: the patched method */
-    return wrapper == NULL ? NULL : PyFrame_GetBack(wrapper);
-}
-
 static PyObject *
 weak_target(PyObject *record) /* new reference, or NULL without an error */
 {
@@ -239,51 +245,78 @@ typedef struct {
     PyObject *slow;     /* Guard.before_init, bound */
     PyObject *sites;    /* registry.sites, or NULL when the fast path is off */
     vectorcallfunc vectorcall;
+    /* The last site found, by the instruction and pool class that led to it:
+       a churning line repeats, and then no key, lookup or line number is
+       needed (the same code offset is the same line; a site is never
+       removed from its registry). */
+    PyObject *last_code;
+    PyObject *last_type;
+    PyObject *last_site;
+    int last_lasti;
 } InitHook;
+
+static int
+frame_lasti(PyFrameObject *frame)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return PyFrame_GetLasti(frame);
+#else
+    return frame->f_lasti;
+#endif
+}
 
 /* The fast path: a new reference to the pool's Record, or NULL without an
    error when the slow path must run instead. */
 static PyObject *
-init_fast(InitHook *self, PyObject *pool)
+init_fast(InitHook *self, PyObject *pool, PyObject *frame_obj)
 {
-    if (self->sites == NULL) {
+    if (self->sites == NULL || frame_obj == NULL || !PyFrame_Check(frame_obj)) {
         return NULL;
     }
-    PyObject *info = PyDict_GetItemWithError(g_types, (PyObject *)Py_TYPE(pool));
-    if (info == NULL || Py_TYPE(info) != g_info_type || SLOT(info, o_info_init) != Py_None) {
-        PyErr_Clear();
-        return NULL; /* unknown class, or a subclass whose __init__ runs inside */
-    }
-    PyFrameObject *frame = caller_frame();
-    if (frame == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
+    PyFrameObject *frame = (PyFrameObject *)frame_obj;
     PyCodeObject *code = PyFrame_GetCode(frame);
+    int lasti = frame_lasti(frame);
     PyObject *key = NULL, *site = NULL, *name = NULL, *now = NULL, *record = NULL;
     PyObject *pool_id = NULL, *attempts = NULL, *created = NULL, *run = NULL, *live = NULL;
 
-    PyObject *kind = PyDict_GetItemWithError(g_kinds, code->co_filename);
-    if (kind != g_app) {
-        goto slow; /* not application code, or not classified yet */
-    }
-    PyObject *lineno = PyLong_FromLong(PyFrame_GetLineNumber(frame));
-    if (lineno == NULL) {
-        goto slow;
-    }
+    if ((PyObject *)code == self->last_code && lasti == self->last_lasti
+        && (PyObject *)Py_TYPE(pool) == self->last_type) {
+        site = self->last_site;
+    } else {
+        PyObject *info = PyDict_GetItemWithError(g_types, (PyObject *)Py_TYPE(pool));
+        if (info == NULL || Py_TYPE(info) != g_info_type
+            || SLOT(info, o_info_init) != Py_None) {
+            goto slow; /* unknown class, or a subclass whose __init__ runs inside */
+        }
+        PyObject *kind = PyDict_GetItemWithError(g_kinds, code->co_filename);
+        if (kind != g_app) {
+            goto slow; /* not application code, or not classified yet */
+        }
+        PyObject *lineno = PyLong_FromLong(PyFrame_GetLineNumber(frame));
+        if (lineno == NULL) {
+            goto slow;
+        }
 #if PY_VERSION_HEX >= 0x030B0000
-    key = PyTuple_Pack(3, code->co_filename, lineno, code->co_qualname);
+        key = PyTuple_Pack(3, code->co_filename, lineno, code->co_qualname);
 #else
-    key = PyTuple_Pack(3, code->co_filename, lineno, code->co_name);
+        key = PyTuple_Pack(3, code->co_filename, lineno, code->co_name);
 #endif
-    Py_DECREF(lineno);
-    if (key == NULL) {
-        goto slow;
-    }
-    site = PyDict_GetItemWithError(self->sites, key); /* borrowed */
-    if (site == NULL || Py_TYPE(site) != g_site_type) {
-        site = NULL;
-        goto slow;
+        Py_DECREF(lineno);
+        if (key == NULL) {
+            goto slow;
+        }
+        site = PyDict_GetItemWithError(self->sites, key); /* borrowed */
+        if (site == NULL || Py_TYPE(site) != g_site_type) {
+            site = NULL;
+            goto slow;
+        }
+        Py_INCREF(code);
+        Py_XSETREF(self->last_code, (PyObject *)code);
+        Py_INCREF(Py_TYPE(pool));
+        Py_XSETREF(self->last_type, (PyObject *)Py_TYPE(pool));
+        Py_INCREF(site);
+        Py_XSETREF(self->last_site, site);
+        self->last_lasti = lasti;
     }
     Py_INCREF(site);
     /* Everything that allocates (and so may run the garbage collector, and
@@ -331,10 +364,9 @@ init_fast(InitHook *self, PyObject *pool)
     slot_set(site, o_site_last_at, now);
     slot_set(record, o_rec_site, site); /* the record keeps its site */
     slot_set(record, o_rec_pool_id, pool_id);
-    Py_DECREF(key);
+    Py_XDECREF(key);
     Py_DECREF(name);
     Py_DECREF(code);
-    Py_DECREF(frame);
     return record;
 
 slow:
@@ -350,7 +382,6 @@ slow:
     Py_XDECREF(run);
     Py_XDECREF(live);
     Py_DECREF(code);
-    Py_DECREF(frame);
     return NULL;
 }
 
@@ -358,8 +389,8 @@ static PyObject *
 init_hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     InitHook *self = (InitHook *)op;
-    if (PyVectorcall_NARGS(nargsf) == 1 && kwnames == NULL) {
-        PyObject *record = init_fast(self, args[0]);
+    if (PyVectorcall_NARGS(nargsf) == 2 && kwnames == NULL) {
+        PyObject *record = init_fast(self, args[0], args[1]);
         if (record != NULL) {
             return record;
         }
@@ -386,6 +417,8 @@ init_hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->slow = slow;
     self->sites = NULL;
     self->vectorcall = init_hook_vectorcall;
+    self->last_code = self->last_type = self->last_site = NULL;
+    self->last_lasti = -1;
     /* The fast path keeps time with time.monotonic; a registry given another
        clock (tests) always takes the slow path. */
     PyObject *clock = PyObject_GetAttr(registry, s_clock);
@@ -409,6 +442,9 @@ init_hook_traverse(InitHook *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->slow);
     Py_VISIT(self->sites);
+    Py_VISIT(self->last_code);
+    Py_VISIT(self->last_type);
+    Py_VISIT(self->last_site);
     return 0;
 }
 
@@ -417,6 +453,9 @@ init_hook_clear(InitHook *self)
 {
     Py_CLEAR(self->slow);
     Py_CLEAR(self->sites);
+    Py_CLEAR(self->last_code);
+    Py_CLEAR(self->last_type);
+    Py_CLEAR(self->last_site);
     return 0;
 }
 
@@ -478,9 +517,10 @@ code_in(PyObject *ids, PyCodeObject *code)
 /* 1 when the shutdown was recorded (or was not the first), 0 when the slow
    path must run; never leaves an error set. */
 static int
-shutdown_fast(PyObject *pool, PyObject *record, PyObject *wait, PyObject *cancel)
+shutdown_fast(PyObject *pool, PyObject *record, PyObject *wait, PyObject *cancel,
+              PyObject *frame_obj)
 {
-    if (Py_TYPE(record) != g_record_type) {
+    if (Py_TYPE(record) != g_record_type || frame_obj == NULL || !PyFrame_Check(frame_obj)) {
         return 0;
     }
     int truth = PyObject_IsTrue(wait);
@@ -509,7 +549,8 @@ shutdown_fast(PyObject *pool, PyObject *record, PyObject *wait, PyObject *cancel
     Py_INCREF(skip);
     Py_INCREF(exits);
     /* Past the class's own shutdown overrides: is the caller an __exit__? */
-    PyFrameObject *frame = caller_frame();
+    PyFrameObject *frame = (PyFrameObject *)frame_obj;
+    Py_INCREF(frame);
     int context = 0, skipped = 0;
     while (frame != NULL) {
         PyCodeObject *code = PyFrame_GetCode(frame);
@@ -604,8 +645,8 @@ shutdown_hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
                          PyObject *kwnames)
 {
     ShutdownHook *self = (ShutdownHook *)op;
-    if (PyVectorcall_NARGS(nargsf) == 4 && kwnames == NULL
-        && shutdown_fast(args[0], args[1], args[2], args[3])) {
+    if (PyVectorcall_NARGS(nargsf) == 5 && kwnames == NULL
+        && shutdown_fast(args[0], args[1], args[2], args[3], args[4])) {
         Py_RETURN_NONE;
     }
     return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
@@ -668,6 +709,326 @@ static PyTypeObject ShutdownHookType = {
     .tp_dealloc = (destructor)shutdown_hook_dealloc,
 };
 
+
+/* -- Wrapper: the patched __init__ and shutdown themselves --------------- */
+
+/* The generated Python wrappers of _patch.py, in C: no frame of their own,
+   so the caller of the patched method is the current frame. They hand the
+   hooks of _patch._hooks (read at each call) the same arguments, and call the
+   InitHook/ShutdownHook fast paths directly when those are the hooks. */
+
+enum { WRAP_INIT = 0, WRAP_SHUTDOWN = 1 };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *original;
+    PyObject *dict; /* __wrapped__, __name__, __doc__... (functools.update_wrapper) */
+    vectorcallfunc vectorcall;
+    int kind;
+} Wrapper;
+
+static PyObject *
+current_frame(void) /* borrowed; Py_None when no Python code is running */
+{
+    PyFrameObject *frame = PyEval_GetFrame();
+    return frame == NULL ? Py_None : (PyObject *)frame;
+}
+
+/* The keyword argument `name` among a vectorcall's, or NULL (borrowed). */
+static PyObject *
+keyword(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject *name)
+{
+    if (kwnames == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        if (key == name) {
+            return args[nargs + i];
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int equal = PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, i), name) == 0;
+        if (equal) {
+            return args[nargs + i];
+        }
+    }
+    PyErr_Clear();
+    return NULL;
+}
+
+/* The error being raised, and then raised again (3.12 changed the API). */
+static PyObject *
+take_error(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+static void
+give_error(PyObject *error) /* steals */
+{
+    if (error == NULL) {
+        return;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(error);
+#else
+    PyErr_Restore(Py_NewRef(Py_TYPE(error)), error, PyException_GetTraceback(error));
+#endif
+}
+
+static PyObject *
+wrapper_init(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *hooks = PyDict_GetItemWithError(g_patch_dict, s_hooks); /* borrowed */
+    if (hooks == NULL || hooks == Py_None || nargs < 1) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        return PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+    }
+    Py_INCREF(hooks);
+    PyObject *pool = args[0];
+    PyObject *frame = current_frame();
+    PyObject *record = NULL;
+    PyObject *hook = PyObject_GetAttr(hooks, s_before_init);
+    if (hook != NULL && Py_TYPE(hook) == &InitHookType) {
+        record = init_fast((InitHook *)hook, pool, frame);
+        if (record == NULL) {
+            PyObject *call[2] = {pool, frame};
+            record = PyObject_Vectorcall(((InitHook *)hook)->slow, call, 2, NULL);
+        }
+    } else if (hook != NULL) {
+        PyObject *call[2] = {pool, frame};
+        record = PyObject_Vectorcall(hook, call, 2, NULL);
+    }
+    Py_XDECREF(hook);
+    if (record == NULL) {
+        Py_DECREF(hooks);
+        if (PyErr_ExceptionMatches(g_churn_error)) {
+            /* A fresh traceback: it starts at the call site. */
+            PyObject *error = take_error();
+            if (error != NULL) {
+                PyException_SetTraceback(error, Py_None);
+                PyException_SetCause(error, NULL); /* `from None` */
+                PyException_SetContext(error, NULL);
+            }
+            give_error(error);
+        }
+        return NULL;
+    }
+    PyObject *result = PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+    if (result == NULL) {
+        if (record != Py_None) {
+            PyObject *error = take_error();
+            PyObject *undone = PyObject_CallMethodOneArg(hooks, s_init_failed, record);
+            if (undone == NULL) {
+                PyErr_Clear(); /* init_failed reports its own errors */
+            }
+            Py_XDECREF(undone);
+            give_error(error);
+        }
+        Py_DECREF(record);
+        Py_DECREF(hooks);
+        return NULL;
+    }
+    if (record != Py_None) {
+        PyObject *workers = nargs >= 2 ? args[1] : keyword(args, nargs, kwnames, s_max_workers);
+        if (workers == NULL || workers == Py_None) {
+            workers = PyObject_GetAttr(pool, s_max_workers_attr);
+            if (workers == NULL) {
+                PyErr_Clear();
+                workers = Py_NewRef(Py_None);
+            }
+        } else {
+            Py_INCREF(workers);
+        }
+        if (PyObject_SetAttr(record, s_max_workers, workers) < 0) {
+            PyErr_Clear();
+        }
+        Py_DECREF(workers);
+    }
+    Py_DECREF(record);
+    Py_DECREF(hooks);
+    return result;
+}
+
+static PyObject *
+wrapper_shutdown(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *hooks = PyDict_GetItemWithError(g_patch_dict, s_hooks); /* borrowed */
+    if (hooks != NULL && hooks != Py_None && nargs >= 1) {
+        PyObject *pool = args[0];
+        PyObject *id = PyLong_FromVoidPtr(pool);
+        PyObject *record = id == NULL ? NULL : PyDict_GetItemWithError(g_records, id);
+        Py_XDECREF(id);
+        if (record == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (record != NULL) {
+            Py_INCREF(record);
+            Py_INCREF(hooks);
+            PyObject *wait = nargs >= 2 ? args[1] : keyword(args, nargs, kwnames, s_wait);
+            PyObject *cancel = nargs >= 3 ? args[2]
+                                          : keyword(args, nargs, kwnames, s_cancel_futures);
+            PyObject *call[5] = {pool, record, wait ? wait : Py_True, cancel ? cancel : Py_False,
+                                 current_frame()};
+            PyObject *hook = PyObject_GetAttr(hooks, s_before_shutdown);
+            PyObject *done = NULL;
+            if (hook != NULL && Py_TYPE(hook) == &ShutdownHookType
+                && shutdown_fast(call[0], call[1], call[2], call[3], call[4])) {
+                done = Py_NewRef(Py_None);
+            } else if (hook != NULL) {
+                PyObject *target = Py_TYPE(hook) == &ShutdownHookType
+                                       ? ((ShutdownHook *)hook)->slow : hook;
+                done = PyObject_Vectorcall(target, call, 5, NULL);
+            }
+            Py_XDECREF(hook);
+            Py_DECREF(hooks);
+            /* Let go of the record before the original runs: the pool may die
+               with this call, and a record alive then would be queued. */
+            Py_DECREF(record);
+            if (done == NULL) {
+                return NULL;
+            }
+            Py_DECREF(done);
+        }
+    } else if (hooks == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyObject_Vectorcall(self->original, args, nargsf, kwnames);
+}
+
+static PyObject *
+wrapper_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Wrapper *self = (Wrapper *)op;
+    if (self->kind == WRAP_INIT) {
+        return wrapper_init(self, args, nargsf, kwnames);
+    }
+    return wrapper_shutdown(self, args, nargsf, kwnames);
+}
+
+static PyObject *
+wrapper_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *
+wrapper_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *original;
+    const char *kind;
+    if (!PyArg_ParseTuple(args, "Os:Wrapper", &original, &kind)) {
+        return NULL;
+    }
+    int which = strcmp(kind, "__init__") == 0 ? WRAP_INIT
+                : strcmp(kind, "shutdown") == 0 ? WRAP_SHUTDOWN : -1;
+    if (which < 0 || !PyCallable_Check(original)) {
+        PyErr_SetString(PyExc_ValueError, "Wrapper(callable, '__init__' or 'shutdown')");
+        return NULL;
+    }
+    if (!g_configured || PyInterpreterState_Get() != g_interp) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() has not run here");
+        return NULL;
+    }
+    Wrapper *self = (Wrapper *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->original = Py_NewRef(original);
+    self->dict = NULL;
+    self->vectorcall = wrapper_vectorcall;
+    self->kind = which;
+    return (PyObject *)self;
+}
+
+static PyObject *
+wrapper_repr(Wrapper *self)
+{
+    return PyUnicode_FromFormat("<executor_guard wrapper of %R>", self->original);
+}
+
+static int
+wrapper_traverse(Wrapper *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->original);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+wrapper_clear(Wrapper *self)
+{
+    Py_CLEAR(self->original);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+wrapper_dealloc(Wrapper *self)
+{
+    PyObject_GC_UnTrack(self);
+    wrapper_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Pickled by qualified name, as the function it replaces is. */
+static PyObject *
+wrapper_reduce(PyObject *self, PyObject *unused)
+{
+    return PyObject_GetAttrString(self, "__qualname__");
+}
+
+static PyMethodDef wrapper_methods[] = {
+    {"__reduce__", wrapper_reduce, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyGetSetDef wrapper_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject WrapperType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "executor_guard._speedups.Wrapper",
+    .tp_basicsize = sizeof(Wrapper),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL
+                | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "Wrapper(original, '__init__' or 'shutdown'): a patched executor method.",
+    .tp_new = wrapper_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Wrapper, vectorcall),
+    .tp_descr_get = wrapper_get,
+    .tp_dictoffset = offsetof(Wrapper, dict),
+    .tp_getset = wrapper_getset,
+    .tp_methods = wrapper_methods,
+    .tp_repr = (reprfunc)wrapper_repr,
+    .tp_traverse = (traverseproc)wrapper_traverse,
+    .tp_clear = (inquiry)wrapper_clear,
+    .tp_dealloc = (destructor)wrapper_dealloc,
+};
+
 /* -- configure ----------------------------------------------------------- */
 
 static int
@@ -682,20 +1043,21 @@ static PyObject *
 configure(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *names[] = {
-        "types", "kinds", "records", "collected", "registry_globals", "active",
-        "on_collect", "monotonic", "app", "Record", "Site", "TypeInfo", NULL,
+        "types", "kinds", "records", "collected", "registry_globals", "patch_globals", "active",
+        "on_collect", "monotonic", "app", "churn_error", "Record", "Site", "TypeInfo", NULL,
     };
-    PyObject *types, *kinds, *records, *collected, *module_dict, *active, *on_collect,
-        *monotonic, *app;
+    PyObject *types, *kinds, *records, *collected, *module_dict, *patch_dict, *active,
+        *on_collect, *monotonic, *app, *churn_error;
     PyTypeObject *record_type, *site_type, *info_type;
     if (g_configured && PyInterpreterState_Get() != g_interp) {
         Py_RETURN_FALSE; /* another interpreter owns this module's state */
     }
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "O!O!O!OO!O!OOOO!O!O!:configure", names, &PyDict_Type, &types,
+            args, kwargs, "O!O!O!OO!O!O!OOOOO!O!O!:configure", names, &PyDict_Type, &types,
             &PyDict_Type, &kinds, &PyDict_Type, &records, &collected, &PyDict_Type,
-            &module_dict, &PyDict_Type, &active, &on_collect, &monotonic, &app,
-            &PyType_Type, &record_type, &PyType_Type, &site_type, &PyType_Type, &info_type)) {
+            &module_dict, &PyDict_Type, &patch_dict, &PyDict_Type, &active, &on_collect,
+            &monotonic, &app, &churn_error, &PyType_Type, &record_type, &PyType_Type,
+            &site_type, &PyType_Type, &info_type)) {
         return NULL;
     }
     if (!PyType_IsSubtype(record_type, &_PyWeakref_RefType)) {
@@ -730,6 +1092,8 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     keep(&g_records, records);
     keep(&g_collected, collected);
     keep(&g_module_dict, module_dict);
+    keep(&g_patch_dict, patch_dict);
+    keep(&g_churn_error, churn_error);
     keep(&g_active, active);
     keep(&g_on_collect, on_collect);
     keep(&g_monotonic, monotonic);
@@ -759,6 +1123,17 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    s_hooks = PyUnicode_InternFromString("_hooks");
+    s_before_init = PyUnicode_InternFromString("before_init");
+    s_before_shutdown = PyUnicode_InternFromString("before_shutdown");
+    s_init_failed = PyUnicode_InternFromString("init_failed");
+    s_max_workers = PyUnicode_InternFromString("max_workers");
+    s_max_workers_attr = PyUnicode_InternFromString("_max_workers");
+    s_cancel_futures = PyUnicode_InternFromString("cancel_futures");
+    if (!s_hooks || !s_before_init || !s_before_shutdown || !s_init_failed || !s_max_workers
+        || !s_max_workers_attr || !s_cancel_futures) {
+        return NULL;
+    }
     s_lock = PyUnicode_InternFromString("_lock");
     s_locked = PyUnicode_InternFromString("locked");
     s_name = PyUnicode_InternFromString("_name");
@@ -769,7 +1144,8 @@ PyInit__speedups(void)
     if (!s_lock || !s_locked || !s_name || !s_sites || !s_clock || !s_context || !s_wait) {
         return NULL;
     }
-    if (PyType_Ready(&InitHookType) < 0 || PyType_Ready(&ShutdownHookType) < 0) {
+    if (PyType_Ready(&InitHookType) < 0 || PyType_Ready(&ShutdownHookType) < 0
+        || PyType_Ready(&WrapperType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&module_def);
@@ -778,8 +1154,10 @@ PyInit__speedups(void)
     }
     Py_INCREF(&InitHookType);
     Py_INCREF(&ShutdownHookType);
+    Py_INCREF(&WrapperType);
     if (PyModule_AddObject(module, "InitHook", (PyObject *)&InitHookType) < 0
-        || PyModule_AddObject(module, "ShutdownHook", (PyObject *)&ShutdownHookType) < 0) {
+        || PyModule_AddObject(module, "ShutdownHook", (PyObject *)&ShutdownHookType) < 0
+        || PyModule_AddObject(module, "Wrapper", (PyObject *)&WrapperType) < 0) {
         Py_DECREF(module);
         return NULL;
     }
