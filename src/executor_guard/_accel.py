@@ -47,7 +47,6 @@ def speedups() -> Any:
                 kinds=_callsite.classifier().cache,
                 records=_registry._records,
                 collected=_registry._collected,
-                registry_globals=vars(_registry),
                 patch_globals=vars(_patch),
                 active=threading._active,  # type: ignore[attr-defined]
                 on_collect=_registry._on_collect,
@@ -57,6 +56,7 @@ def speedups() -> Any:
                 Record=_registry.Record,
                 Site=_registry.Site,
                 TypeInfo=_callsite.TypeInfo,
+                lock=_registry._lock,
             )
             if not configured:
                 return None
@@ -66,3 +66,9 @@ def speedups() -> Any:
             return None
         _module = module
     return _module or None
+
+
+def after_fork() -> None:
+    """A forked child has a new registry lock: the C hooks must check that one."""
+    if _module:
+        _module.use_lock(_registry._lock)

@@ -326,6 +326,7 @@ def _after_fork_in_child() -> None:
     from . import _diagnostics
 
     _registry.reset_after_fork()
+    _accel.after_fork()
     _state.lock = threading.RLock()
     _patch._install_lock = threading.RLock()
     _diagnostics._lock = threading.Lock()

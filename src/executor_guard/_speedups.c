@@ -55,7 +55,6 @@ static PyObject *g_types;        /* _callsite.types: class -> TypeInfo */
 static PyObject *g_kinds;        /* the classifier's cache: filename -> kind */
 static PyObject *g_records;      /* _registry._records: id -> Record */
 static PyObject *g_collected;    /* _registry._collected (deque) */
-static PyObject *g_module_dict;  /* vars(_registry): its _lock */
 static PyObject *g_patch_dict;   /* vars(_patch): its _hooks */
 static PyObject *g_churn_error;  /* ExecutorChurnError */
 static PyObject *g_active;       /* threading._active: ident -> Thread */
@@ -144,28 +143,15 @@ length(PyObject *container)
 /* Whether _registry._lock is free. The Python paths change the registry only
    while holding it; the C paths change it only while it is free and without
    letting another thread run (nothing below releases the GIL or runs Python
-   code), so the two never interleave. Looked up at each call: a forked child
-   replaces the lock. */
-static PyObject *g_lock = NULL;         /* the _registry._lock last seen */
+   code), so the two never interleave. */
+static PyObject *g_lock = NULL;         /* _registry._lock (see use_lock) */
 static PyObject *g_lock_locked = NULL;  /* its bound locked() */
 
 static int
 lock_is_free(void)
 {
-    PyObject *lock = PyDict_GetItemWithError(g_module_dict, s_lock); /* borrowed */
-    if (lock == NULL) {
-        PyErr_Clear();
+    if (g_lock_locked == NULL) {
         return 0;
-    }
-    if (lock != g_lock) {
-        PyObject *method = PyObject_GetAttr(lock, s_locked);
-        if (method == NULL) {
-            PyErr_Clear();
-            return 0;
-        }
-        Py_INCREF(lock);
-        Py_XSETREF(g_lock, lock);
-        Py_XSETREF(g_lock_locked, method);
     }
     PyObject *locked = PyObject_CallNoArgs(g_lock_locked);
     if (locked == NULL) {
@@ -175,6 +161,21 @@ lock_is_free(void)
     int free = locked == Py_False;
     Py_DECREF(locked);
     return free;
+}
+
+/* use_lock(lock): the registry's lock, at configure() and whenever a forked
+   child replaces it. */
+static PyObject *
+use_lock(PyObject *module, PyObject *lock)
+{
+    PyObject *method = PyObject_GetAttr(lock, s_locked);
+    if (method == NULL) {
+        return NULL;
+    }
+    Py_INCREF(lock);
+    Py_XSETREF(g_lock, lock);
+    Py_XSETREF(g_lock_locked, method);
+    Py_RETURN_NONE;
 }
 
 /* time.monotonic(), without the call where the clock is known to be the same. */
@@ -534,10 +535,19 @@ shutdown_fast(PyObject *pool, PyObject *record, PyObject *wait, PyObject *cancel
     if (target != pool) {
         return 0;
     }
-    PyObject *info = PyDict_GetItemWithError(g_types, (PyObject *)Py_TYPE(pool));
-    if (info == NULL || Py_TYPE(info) != g_info_type) {
-        PyErr_Clear();
-        return 0;
+    /* The last class's info: what shutdown skips does not change for a class. */
+    static PyObject *last_type = NULL, *last_info = NULL;
+    PyObject *info = last_info;
+    if ((PyObject *)Py_TYPE(pool) != last_type) {
+        info = PyDict_GetItemWithError(g_types, (PyObject *)Py_TYPE(pool));
+        if (info == NULL || Py_TYPE(info) != g_info_type) {
+            PyErr_Clear();
+            return 0;
+        }
+        Py_INCREF(Py_TYPE(pool));
+        Py_XSETREF(last_type, (PyObject *)Py_TYPE(pool));
+        Py_INCREF(info);
+        Py_XSETREF(last_info, info);
     }
     PyObject *skip = SLOT(info, o_info_shutdown), *exits = SLOT(info, o_info_exit);
     if (skip == NULL || exits == NULL || !PyFrozenSet_CheckExact(skip)
@@ -1043,21 +1053,23 @@ static PyObject *
 configure(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *names[] = {
-        "types", "kinds", "records", "collected", "registry_globals", "patch_globals", "active",
-        "on_collect", "monotonic", "app", "churn_error", "Record", "Site", "TypeInfo", NULL,
+        "types", "kinds", "records", "collected", "patch_globals", "active",
+        "on_collect", "monotonic", "app", "churn_error", "Record", "Site", "TypeInfo", "lock",
+        NULL,
     };
-    PyObject *types, *kinds, *records, *collected, *module_dict, *patch_dict, *active,
+    PyObject *types, *kinds, *records, *collected, *patch_dict, *active,
         *on_collect, *monotonic, *app, *churn_error;
     PyTypeObject *record_type, *site_type, *info_type;
+    PyObject *lock;
     if (g_configured && PyInterpreterState_Get() != g_interp) {
         Py_RETURN_FALSE; /* another interpreter owns this module's state */
     }
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "O!O!O!OO!O!O!OOOOO!O!O!:configure", names, &PyDict_Type, &types,
-            &PyDict_Type, &kinds, &PyDict_Type, &records, &collected, &PyDict_Type,
-            &module_dict, &PyDict_Type, &patch_dict, &PyDict_Type, &active, &on_collect,
+            args, kwargs, "O!O!O!OO!O!OOOOO!O!O!O:configure", names, &PyDict_Type, &types,
+            &PyDict_Type, &kinds, &PyDict_Type, &records, &collected,
+            &PyDict_Type, &patch_dict, &PyDict_Type, &active, &on_collect,
             &monotonic, &app, &churn_error, &PyType_Type, &record_type, &PyType_Type,
-            &site_type, &PyType_Type, &info_type)) {
+            &site_type, &PyType_Type, &info_type, &lock)) {
         return NULL;
     }
     if (!PyType_IsSubtype(record_type, &_PyWeakref_RefType)) {
@@ -1091,7 +1103,11 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
     keep(&g_kinds, kinds);
     keep(&g_records, records);
     keep(&g_collected, collected);
-    keep(&g_module_dict, module_dict);
+    PyObject *used = use_lock(module, lock);
+    if (used == NULL) {
+        return NULL;
+    }
+    Py_DECREF(used);
     keep(&g_patch_dict, patch_dict);
     keep(&g_churn_error, churn_error);
     keep(&g_active, active);
@@ -1107,6 +1123,7 @@ configure(PyObject *module, PyObject *args, PyObject *kwargs)
 }
 
 static PyMethodDef methods[] = {
+    {"use_lock", use_lock, METH_O, "Use this lock as the registry's (after a fork)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "Give the hooks the registry's objects; False when another interpreter already did."},
     {NULL},
