@@ -282,3 +282,85 @@ def test_green_threads_keep_the_python_hooks(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.undo()
     with executor_guard.guarded() as guard:
         assert "before_init" in vars(guard)
+
+
+# -- what the patched methods must do exactly as the Python wrappers do ----------
+
+
+@pytest.fixture(params=["default", "pure"])
+def hooks(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test with the installed hooks and again with the pure-Python ones."""
+    if request.param == "default":
+        yield "default"
+        return
+    with pure_python():
+        yield "pure"
+
+
+def test_a_call_that_does_not_bind_records_nothing(hooks: str) -> None:
+    with executor_guard.guarded(mode="log", threshold=10**9) as guard:
+        pool = ThreadPoolExecutor(1)
+        with pytest.raises(TypeError):
+            pool.shutdown(True, False)  # type: ignore[misc]  # cancel_futures is keyword-only
+        with pytest.raises(TypeError):
+            pool.shutdown(wiat=False)  # type: ignore[call-arg]
+        pool.shutdown(wait=False)
+        with pytest.raises(TypeError):
+            ThreadPoolExecutor(1, bogus=2)  # type: ignore[call-arg]
+        sites = guard.report(process_figures=False).to_dict()["sites"]
+    assert len(sites) == 1
+    assert sites[0]["created"] == 1
+    assert sites[0]["shutdown"]["nowait"] == 1
+    assert sites[0]["shutdown"]["wait"] == 0
+
+
+class Workers(int):
+    """A max_workers value whose hash and equality are Python code."""
+
+    def __hash__(self) -> int:
+        return int.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        return int(self) == other
+
+
+def test_max_workers_of_any_type_is_counted_exactly(hooks: str) -> None:
+    with executor_guard.guarded(mode="log", threshold=10**9) as guard:
+        for _ in range(100):
+            ThreadPoolExecutor(Workers(2)).shutdown()
+        site = guard.report(process_figures=False).to_dict()["sites"][0]
+    assert site["created"] == site["shutdown"]["wait"] == 100
+    assert site["max_workers"] == {"2": 100}
+    assert site["live"] == 0
+
+
+def test_patched_methods_take_weak_references_and_introspect(hooks: str) -> None:
+    import inspect
+    import weakref
+
+    with executor_guard.guarded():
+        pool = ThreadPoolExecutor(1)
+        method = weakref.WeakMethod(pool.shutdown)
+        assert weakref.ref(ThreadPoolExecutor.__init__)() is ThreadPoolExecutor.__init__
+        assert inspect.getfullargspec(ThreadPoolExecutor.__init__).args[:2] == [
+            "self",
+            "max_workers",
+        ]
+        method()()  # type: ignore[misc]
+    del pool
+
+
+def test_a_refused_creation_keeps_the_exception_context_it_was_raised_in(hooks: str) -> None:
+    def build() -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(1)  # the one call site
+
+    with executor_guard.guarded(mode="raise", threshold=2):
+        build().shutdown()
+        try:
+            raise KeyError("outer")
+        except KeyError:
+            with pytest.raises(executor_guard.ExecutorChurnError) as refused:
+                build()
+    error = refused.value
+    assert error.__cause__ is None and error.__suppress_context__
+    assert isinstance(error.__context__, KeyError)

@@ -218,7 +218,13 @@ def _c_wrapper(original: Callable[..., None], name: str) -> Optional[Callable[..
         return None
     import functools
 
-    wrapper: Callable[..., None] = speedups.Wrapper(original, name)
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    defaults = getattr(original, "__defaults__", None) or ()
+    kwdefaults = getattr(original, "__kwdefaults__", None) or {}
+    kwonly_required = tuple(n for n in names[code.co_argcount :] if n not in kwdefaults)
+    wrapper: Callable[..., None] = speedups.Wrapper(
+        original, name, names, code.co_argcount, code.co_argcount - len(defaults), kwonly_required
+    )
     functools.update_wrapper(wrapper, original)
     return wrapper
 

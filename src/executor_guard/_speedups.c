@@ -45,6 +45,12 @@ compat_new_ref(PyObject *object)
 #define Py_NewRef(object) compat_new_ref((PyObject *)(object))
 #endif
 
+#ifdef Py_T_OBJECT_EX
+#define OBJECT_SLOT Py_T_OBJECT_EX /* 3.12+ */
+#else
+#define OBJECT_SLOT T_OBJECT_EX
+#endif
+
 #ifdef Py_GIL_DISABLED
 #error "the C hooks rely on the GIL; free-threaded builds use the pure-Python hooks"
 #endif
@@ -93,7 +99,7 @@ slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset)
         return -1;
     }
     int ok = PyObject_TypeCheck(descr, &PyMemberDescr_Type)
-             && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+             && ((PyMemberDescrObject *)descr)->d_member->type == OBJECT_SLOT;
     if (ok) {
         *offset = ((PyMemberDescrObject *)descr)->d_member->offset;
     }
@@ -311,13 +317,17 @@ init_fast(InitHook *self, PyObject *pool, PyObject *frame_obj)
             site = NULL;
             goto slow;
         }
-        Py_INCREF(code);
-        Py_XSETREF(self->last_code, (PyObject *)code);
-        Py_INCREF(Py_TYPE(pool));
-        Py_XSETREF(self->last_type, (PyObject *)Py_TYPE(pool));
-        Py_INCREF(site);
-        Py_XSETREF(self->last_site, site);
+        /* All four first, the old values released after: a release may run
+           code that calls this hook again, which must see a whole entry. */
+        PyObject *old_code = self->last_code, *old_type = self->last_type;
+        PyObject *old_site = self->last_site;
+        self->last_code = Py_NewRef(code);
+        self->last_type = Py_NewRef(Py_TYPE(pool));
+        self->last_site = Py_NewRef(site);
         self->last_lasti = lasti;
+        Py_XDECREF(old_code);
+        Py_XDECREF(old_type);
+        Py_XDECREF(old_site);
     }
     Py_INCREF(site);
     /* Everything that allocates (and so may run the garbage collector, and
@@ -524,11 +534,11 @@ shutdown_fast(PyObject *pool, PyObject *record, PyObject *wait, PyObject *cancel
     if (Py_TYPE(record) != g_record_type || frame_obj == NULL || !PyFrame_Check(frame_obj)) {
         return 0;
     }
-    int truth = PyObject_IsTrue(wait);
-    int cancelling = truth == 1 ? PyObject_IsTrue(cancel) : -1;
-    if (truth != 1 || cancelling != 0) {
-        PyErr_Clear();
-        return 0; /* wait=False (pending work is examined) or cancel_futures */
+    /* Exactly wait=True, cancel_futures=False: anything else (wait=False,
+       whose pending work is examined, or objects whose truth is Python code)
+       is the slow path's. */
+    if (wait != Py_True || cancel != Py_False) {
+        return 0;
     }
     PyObject *target = weak_target(record);
     Py_XDECREF(target); /* only its identity is compared; the caller holds the pool */
@@ -544,10 +554,11 @@ shutdown_fast(PyObject *pool, PyObject *record, PyObject *wait, PyObject *cancel
             PyErr_Clear();
             return 0;
         }
-        Py_INCREF(Py_TYPE(pool));
-        Py_XSETREF(last_type, (PyObject *)Py_TYPE(pool));
-        Py_INCREF(info);
-        Py_XSETREF(last_info, info);
+        PyObject *old_type = last_type, *old_info = last_info;
+        last_type = Py_NewRef(Py_TYPE(pool));
+        last_info = Py_NewRef(info);
+        Py_XDECREF(old_type);
+        Py_XDECREF(old_info);
     }
     PyObject *skip = SLOT(info, o_info_shutdown), *exits = SLOT(info, o_info_exit);
     if (skip == NULL || exits == NULL || !PyFrozenSet_CheckExact(skip)
@@ -592,6 +603,20 @@ shutdown_fast(PyObject *pool, PyObject *record, PyObject *wait, PyObject *cancel
     if (workers == NULL) {
         workers = Py_None;
     }
+    /* The table is hashed and compared below, after the lock check: only
+       None and exact ints, whose hash and equality run no Python code. */
+    PyObject *table = SLOT(site, o_site_max_workers);
+    if (table == NULL || !PyDict_CheckExact(table) || PyDict_GET_SIZE(table) > 64
+        || (workers != Py_None && !PyLong_CheckExact(workers))) {
+        return 0;
+    }
+    Py_ssize_t position = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(table, &position, &key, &value)) {
+        if (key != Py_None && !PyLong_CheckExact(key)) {
+            return 0;
+        }
+    }
     /* No allocation from here on can run the garbage collector. */
     if (!lock_is_free()) {
         return 0;
@@ -602,11 +627,10 @@ shutdown_fast(PyObject *pool, PyObject *record, PyObject *wait, PyObject *cancel
         PyErr_Clear();
         return error ? 0 : 1; /* not filed: an earlier shutdown recorded it */
     }
-    PyObject *table = SLOT(site, o_site_max_workers);
     Py_ssize_t mode_offset = context ? o_site_context : o_site_wait;
     Py_ssize_t n_mode = slot_int(site, mode_offset);
     Py_ssize_t n_live = slot_int(site, o_site_live);
-    if (table == NULL || !PyDict_CheckExact(table) || n_mode < 0 || n_live < 1) {
+    if (n_mode < 0 || n_live < 1) {
         return 0;
     }
     PyObject *counted = PyDict_GetItemWithError(table, workers); /* borrowed */
@@ -733,9 +757,54 @@ typedef struct {
     PyObject_HEAD
     PyObject *original;
     PyObject *dict; /* __wrapped__, __name__, __doc__... (functools.update_wrapper) */
+    PyObject *weakrefs;
     vectorcallfunc vectorcall;
     int kind;
+    /* The original's parameters: a call that would not bind goes straight to
+       it (and its TypeError), as the signature-exact Python wrapper does. */
+    PyObject *names;            /* every parameter, positional ones first */
+    PyObject *kwonly_required;  /* keyword-only parameters without a default */
+    Py_ssize_t argcount;        /* positional parameters */
+    Py_ssize_t required;        /* leading positional parameters without a default */
 } Wrapper;
+
+/* Whether a call with these arguments binds to the original's parameters. */
+static int
+binds(Wrapper *self, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs > self->argcount) {
+        return 0;
+    }
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t nnames = PyTuple_GET_SIZE(self->names);
+    Py_ssize_t given_required = nargs < self->required ? nargs : self->required;
+    Py_ssize_t kwonly_given = 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t found = -1;
+        for (Py_ssize_t i = 0; i < nnames && found < 0; i++) {
+            PyObject *name = PyTuple_GET_ITEM(self->names, i);
+            if (name == key || PyUnicode_Compare(name, key) == 0) {
+                found = i;
+            }
+        }
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (found < 0 || found < nargs) {
+            return 0; /* unknown, or given twice */
+        }
+        if (found < self->required) {
+            given_required++;
+        }
+        if (found >= self->argcount && PySequence_Contains(self->kwonly_required, key) == 1) {
+            kwonly_given++;
+        }
+    }
+    return given_required == self->required
+           && kwonly_given == PyTuple_GET_SIZE(self->kwonly_required);
+}
 
 static PyObject *
 current_frame(void) /* borrowed; Py_None when no Python code is running */
@@ -805,7 +874,7 @@ wrapper_init(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *kwna
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *hooks = PyDict_GetItemWithError(g_patch_dict, s_hooks); /* borrowed */
-    if (hooks == NULL || hooks == Py_None || nargs < 1) {
+    if (hooks == NULL || hooks == Py_None || nargs < 1 || !binds(self, nargs, kwnames)) {
         if (PyErr_Occurred()) {
             return NULL;
         }
@@ -835,7 +904,6 @@ wrapper_init(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *kwna
             if (error != NULL) {
                 PyException_SetTraceback(error, Py_None);
                 PyException_SetCause(error, NULL); /* `from None` */
-                PyException_SetContext(error, NULL);
             }
             give_error(error);
         }
@@ -847,7 +915,15 @@ wrapper_init(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *kwna
             PyObject *error = take_error();
             PyObject *undone = PyObject_CallMethodOneArg(hooks, s_init_failed, record);
             if (undone == NULL) {
-                PyErr_Clear(); /* init_failed reports its own errors */
+                /* As `raise` inside the Python wrapper's `except`: the new
+                   error propagates, with the constructor's as its context. */
+                PyObject *later = take_error();
+                if (later != NULL && error != NULL) {
+                    PyException_SetContext(later, error); /* steals error */
+                } else {
+                    Py_XDECREF(error);
+                }
+                error = later;
             }
             Py_XDECREF(undone);
             give_error(error);
@@ -860,17 +936,19 @@ wrapper_init(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *kwna
         PyObject *workers = nargs >= 2 ? args[1] : keyword(args, nargs, kwnames, s_max_workers);
         if (workers == NULL || workers == Py_None) {
             workers = PyObject_GetAttr(pool, s_max_workers_attr);
-            if (workers == NULL) {
+            if (workers == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
                 PyErr_Clear();
                 workers = Py_NewRef(Py_None);
             }
         } else {
             Py_INCREF(workers);
         }
-        if (PyObject_SetAttr(record, s_max_workers, workers) < 0) {
-            PyErr_Clear();
+        int failed = workers == NULL || PyObject_SetAttr(record, s_max_workers, workers) < 0;
+        Py_XDECREF(workers);
+        if (failed) { /* as the Python wrapper's assignment would raise */
+            Py_DECREF(result);
+            result = NULL;
         }
-        Py_DECREF(workers);
     }
     Py_DECREF(record);
     Py_DECREF(hooks);
@@ -882,7 +960,7 @@ wrapper_shutdown(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *hooks = PyDict_GetItemWithError(g_patch_dict, s_hooks); /* borrowed */
-    if (hooks != NULL && hooks != Py_None && nargs >= 1) {
+    if (hooks != NULL && hooks != Py_None && nargs >= 1 && binds(self, nargs, kwnames)) {
         PyObject *pool = args[0];
         PyObject *id = PyLong_FromVoidPtr(pool);
         PyObject *record = id == NULL ? NULL : PyDict_GetItemWithError(g_records, id);
@@ -928,6 +1006,10 @@ static PyObject *
 wrapper_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Wrapper *self = (Wrapper *)op;
+    if (self->original == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "executor_guard wrapper used after clearing");
+        return NULL;
+    }
     if (self->kind == WRAP_INIT) {
         return wrapper_init(self, args, nargsf, kwnames);
     }
@@ -946,16 +1028,27 @@ wrapper_get(PyObject *self, PyObject *obj, PyObject *type)
 static PyObject *
 wrapper_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *original;
+    PyObject *original, *names, *kwonly_required;
     const char *kind;
-    if (!PyArg_ParseTuple(args, "Os:Wrapper", &original, &kind)) {
+    Py_ssize_t argcount, required;
+    if (!PyArg_ParseTuple(args, "OsO!nnO!:Wrapper", &original, &kind, &PyTuple_Type, &names,
+                          &argcount, &required, &PyTuple_Type, &kwonly_required)) {
         return NULL;
     }
     int which = strcmp(kind, "__init__") == 0 ? WRAP_INIT
                 : strcmp(kind, "shutdown") == 0 ? WRAP_SHUTDOWN : -1;
-    if (which < 0 || !PyCallable_Check(original)) {
-        PyErr_SetString(PyExc_ValueError, "Wrapper(callable, '__init__' or 'shutdown')");
+    if (which < 0 || !PyCallable_Check(original) || argcount < 1 || required < 1
+        || required > argcount || argcount > PyTuple_GET_SIZE(names)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "Wrapper(callable, '__init__' or 'shutdown', names, argcount, "
+                        "required, kwonly_required)");
         return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(names, i))) {
+            PyErr_SetString(PyExc_TypeError, "parameter names must be str");
+            return NULL;
+        }
     }
     if (!g_configured || PyInterpreterState_Get() != g_interp) {
         PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() has not run here");
@@ -967,9 +1060,28 @@ wrapper_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->original = Py_NewRef(original);
     self->dict = NULL;
+    self->weakrefs = NULL;
     self->vectorcall = wrapper_vectorcall;
     self->kind = which;
+    self->names = Py_NewRef(names);
+    self->kwonly_required = Py_NewRef(kwonly_required);
+    self->argcount = argcount;
+    self->required = required;
     return (PyObject *)self;
+}
+
+/* inspect.signature() of the original, computed when asked (inspect is a
+   heavy import that patching must not pay). */
+static PyObject *
+wrapper_signature(Wrapper *self, void *closure)
+{
+    PyObject *inspect = PyImport_ImportModule("inspect");
+    if (inspect == NULL) {
+        return NULL;
+    }
+    PyObject *signature = PyObject_CallMethod(inspect, "signature", "O", self->original);
+    Py_DECREF(inspect);
+    return signature;
 }
 
 static PyObject *
@@ -998,7 +1110,12 @@ static void
 wrapper_dealloc(Wrapper *self)
 {
     PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
     wrapper_clear(self);
+    Py_CLEAR(self->names);
+    Py_CLEAR(self->kwonly_required);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1016,6 +1133,7 @@ static PyMethodDef wrapper_methods[] = {
 
 static PyGetSetDef wrapper_getset[] = {
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {"__signature__", (getter)wrapper_signature, NULL, NULL, NULL},
     {NULL},
 };
 
@@ -1025,12 +1143,14 @@ static PyTypeObject WrapperType = {
     .tp_basicsize = sizeof(Wrapper),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL
                 | Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_doc = "Wrapper(original, '__init__' or 'shutdown'): a patched executor method.",
+    .tp_doc = "Wrapper(original, '__init__' or 'shutdown', names, argcount, required, "
+              "kwonly_required): a patched executor method.",
     .tp_new = wrapper_new,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Wrapper, vectorcall),
     .tp_descr_get = wrapper_get,
     .tp_dictoffset = offsetof(Wrapper, dict),
+    .tp_weaklistoffset = offsetof(Wrapper, weakrefs),
     .tp_getset = wrapper_getset,
     .tp_methods = wrapper_methods,
     .tp_repr = (reprfunc)wrapper_repr,
