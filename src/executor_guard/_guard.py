@@ -61,7 +61,6 @@ class Guard:
         self._kind_of = _callsite.classifier()
         self._kinds = self._kind_of.cache
         self._types = _callsite.types
-        self._sample = bool(config.stack_depth)
         self._depth = config.stack_depth
         self._speed_up()
 
@@ -124,7 +123,7 @@ class Guard:
             key = (code.co_filename, site.f_lineno, code_name(code))
             registry = self._registry
             known = registry.sites.get(key)
-            sample = self._sample if known is None else known.attempts >= known.next_sample
+            sample = self._depth > 0 if known is None else known.attempts >= known.next_sample
             stack = _callsite.stack(creator, self._depth, self._kind_of) if sample else None
             record, crossing = registry.enter(pool, key, known, site, creator, stack)
         except Exception as exc:
@@ -174,7 +173,6 @@ class Guard:
 
     def _reconfigure(self, config: _config.Config) -> None:
         self.config = config
-        self._sample = bool(config.stack_depth)
         self._depth = config.stack_depth
         self.registry.reconfigure(config)
         if self._own_policy:

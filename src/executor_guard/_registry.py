@@ -703,8 +703,7 @@ def on_shutdown(
     """The patched ``shutdown``'s hook: record how ``pool`` ends (first shutdown only).
 
     ``context`` when the caller, past the class's own ``shutdown`` overrides,
-    is an ``__exit__`` of the class (a ``with`` block). A ``wait`` shutdown,
-    the common one, is recorded here without a further call; never raises.
+    is an ``__exit__`` of the class (a ``with`` block). Never raises.
     """
     try:
         if record() is not pool:
@@ -718,33 +717,7 @@ def on_shutdown(
         while frame is not None and id(frame.f_code) in skip:
             frame = frame.f_back
         context = frame is not None and id(frame.f_code) in info.exit
-        try:
-            workers = record.max_workers
-        except AttributeError:  # the constructor has not returned yet
-            workers = None
-        _acquire()
-        try:
-            # Only the first shutdown finds the record (the pool is alive, so
-            # no other record can be filed under its id).
-            if _records.pop(record.pool_id, None) is not record:
-                return
-            site = record.site
-            if context:
-                record.mode = "context"
-                site.context += 1
-            else:
-                record.mode = "wait"
-                site.wait += 1
-            if cancel_futures:
-                site.cancel_futures += 1
-            table = site.max_workers
-            if workers in table:
-                table[workers] += 1
-            else:
-                _count(table, workers)
-            site.live -= 1
-        finally:
-            _release()
+        close(record, pool, "context" if context else "wait", cancel_futures, False, None)
     except Exception as exc:
         internal_error("recording a pool shutdown", exc)
 
