@@ -75,19 +75,19 @@ def test_generated_wrappers_are_internal_and_stock_classes_need_no_constructor_s
 
     executor_guard.install(mode="log")
     try:
-        # The generated (Python) wrappers' code is ours; the C wrappers have none.
+        # The generated wrappers' code is ours.
         generated = _patch._generate(
             ThreadPoolExecutor.__init__.__wrapped__, "__init__", "\n    pass", {}
         )
         assert Classifier()(generated.__code__.co_filename) == INTERNAL
         # Nothing in the stock class's constructor chain is outside
         # concurrent.futures and executor_guard: the hot path skips nothing.
-        assert _callsite.type_info(ThreadPoolExecutor).init is None
+        assert _callsite.init_codes(ThreadPoolExecutor) is None
 
         class Mine(ThreadPoolExecutor):
             def __init__(self) -> None:
                 super().__init__(1)
 
-        assert _callsite.type_info(Mine).init == {id(Mine.__init__.__code__)}
+        assert _callsite.init_codes(Mine) == {id(Mine.__init__.__code__)}
     finally:
         executor_guard.uninstall()

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 import executor_guard
-from executor_guard import ExecutorChurnWarning, _registry
+from executor_guard import ExecutorChurnWarning, _hooks
+from executor_guard._config import Config
+from executor_guard._policy import Policy, _milestone_after
 
-from .helpers import line_of
+from .helpers import Clock, Harness, line_of
 
 
 def churn_once() -> None:
@@ -204,13 +206,127 @@ def test_warn_mode_adds_a_default_filter_that_user_filters_still_override() -> N
 def test_internal_errors_are_reported_once_and_never_reach_the_host(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("registry exploded")
-
+    # A failure inside our own code: `int(pool, site, ...)` raises TypeError
+    # where the record would be made, with only our frames on the way.
     with executor_guard.guarded():
-        monkeypatch.setattr(_registry.Registry, "enter", broken)
+        monkeypatch.setattr(_hooks, "_new_record", int)
         for _ in range(3):
             churn_once()
     err = capsys.readouterr().err
     assert err.count("executor_guard: internal error") == 1
-    assert "RuntimeError: registry exploded" in err
+    assert "TypeError" in err
+
+
+def test_an_exception_from_the_programs_own_code_is_never_swallowed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a SIGALRM handler raises while a hook runs reaches the program unchanged."""
+
+    class Timeout(Exception):
+        pass
+
+    def handler_raises(*args: object) -> None:  # stands in for the program's handler
+        raise Timeout("deadline")
+
+    with executor_guard.guarded():
+        monkeypatch.setattr(_hooks, "_new_record", handler_raises)
+        with pytest.raises(Timeout, match="deadline"):
+            churn_once()
+    assert "internal error" not in capsys.readouterr().err
+
+
+# -- which attempts are churn ---------------------------------------------------------
+
+
+def test_threshold_counts_over_the_process_lifetime_without_a_window() -> None:
+    clock = Clock()
+    harness = Harness(Config(threshold=3), clock)
+    crossings = []
+    for _ in range(5):
+        clock.now += 3600
+        crossings.append(harness.create(Pool())[1])
+    assert [c is not None for c in crossings] == [False, False, True, False, False]
+
+
+def test_window_counts_only_recent_creations() -> None:
+    clock = Clock()
+    harness = Harness(Config(threshold=3, window=10.0), clock)
+    kept = []
+    for _ in range(4):  # one creation every 6 s: never 3 within 10 s
+        clock.now += 6
+        kept.append(pool := Pool())
+        assert harness.create(pool)[1] is None
+    assert harness.site()["churn"] is False
+    clock.now += 0.5  # a third creation within 10 s of the two before it
+    kept.append(pool := Pool())
+    crossing = harness.create(pool)[1]
+    assert crossing is not None and crossing.first
+    site = harness.site()
+    assert site["churn"] is True
+    assert site["first_at"] == pytest.approx(6.0)
+    assert site["last_at"] == pytest.approx(24.5)
+
+
+def test_raise_mode_refuses_from_the_threshold_on_and_creates_nothing() -> None:
+    harness = Harness(Config(mode="raise", threshold=3))
+    kept = [Pool() for _ in range(5)]
+    results = [harness.create(pool) for pool in kept]
+    assert [r is not None for r, _ in results] == [True, True, False, False, False]
+    assert all(c is not None and c.refused for _, c in results[2:])
+    site = harness.site()
+    assert (site["created"], site["refused"]) == (2, 3)
+
+
+def test_milestones_grow_one_two_five() -> None:
+    marks, count = [], 0
+    for _ in range(7):
+        count = _milestone_after(count, 10)
+        marks.append(count)
+    assert marks == [10, 20, 50, 100, 200, 500, 1000]
+    assert _milestone_after(10, 10) == 20
+    assert _milestone_after(1_000_000, 10) == 2_000_000
+
+
+def test_log_mode_acts_at_the_threshold_and_at_each_milestone() -> None:
+    harness = Harness(Config(mode="log", threshold=10))
+    kept = [Pool() for _ in range(120)]
+    acted = [i + 1 for i, pool in enumerate(kept) if harness.create(pool)[1] is not None]
+    assert acted == [10, 20, 50, 100]
+
+
+def test_a_lower_threshold_applies_to_sites_already_counting() -> None:
+    harness = Harness(Config(threshold=10))
+    kept = [Pool() for _ in range(6)]
+    assert [harness.create(pool)[1] for pool in kept[:4]] == [None] * 4
+    harness.policy = Policy(Config(threshold=5))
+    for site in harness.registry.sites.values():
+        harness.policy.configure_site(site)
+    assert harness.create(kept[4])[1] is not None  # the 5th creation crosses 5
+    assert harness.create(kept[5])[1] is None  # warn mode acts once per site
+
+
+def test_a_window_set_later_counts_from_then_on_and_can_be_dropped_again() -> None:
+    clock = Clock()
+    harness = Harness(Config(threshold=3), clock)
+    kept = [Pool() for _ in range(6)]
+
+    def reconfigure(config: Config) -> None:
+        harness.policy = Policy(config)
+        for site in harness.registry.sites.values():
+            harness.policy.configure_site(site)
+
+    harness.create(kept[0])
+    reconfigure(Config(threshold=3, window=5.0))
+    clock.now += 1
+    assert harness.create(kept[1])[1] is None
+    clock.now += 1
+    assert harness.create(kept[2])[1] is None  # 3 creations, but 2 in the window
+    clock.now += 1
+    assert harness.create(kept[3])[1] is not None
+    reconfigure(Config(threshold=3))
+    harness.create(kept[4])
+    assert harness.site()["created"] == 5
+
+
+class Pool:
+    """Any weak-referenceable object stands in for a pool."""

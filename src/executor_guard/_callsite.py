@@ -22,12 +22,15 @@ from __future__ import annotations
 import operator
 import os
 import sys
+import weakref
+
+from ._state import STATE
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
     from types import CodeType, FrameType
-    from typing import Callable, Optional
+    from typing import Any, Callable, Optional
 
 APP = 0
 LIBRARY = 1
@@ -219,63 +222,69 @@ def stack(
     return tuple(frames)
 
 
-_classifier: Optional[Classifier] = None
+#: How many pool subclasses have their constructor code ids cached.
+_TYPE_CACHE_LIMIT = 1024
+
+
+class _Caches:
+    """The classifier and the per-class constructor codes: caches, emptied on reset."""
+
+    def __init__(self) -> None:
+        self.classifier: Optional[Classifier] = None
+        #: id(class) -> (weak reference to the class, its constructor code ids).
+        #: Keyed by id so that a class made at run time is not kept alive.
+        self.init_codes: dict[int, tuple[Any, Optional[frozenset[int]]]] = {}
+
+    def reset(self) -> None:
+        self.classifier = None
+        self.init_codes.clear()
+
+    def after_fork(self) -> None:
+        """Nothing to do: no locks, and the caches stay true in the child."""
+
+
+CACHES = _Caches()
+STATE.register("caches", CACHES)
 
 
 def classifier() -> Classifier:
     """The process's classifier, created on first use (by the first guard)."""
-    global _classifier
-    if _classifier is None:
-        _classifier = Classifier()
-    return _classifier
+    found = CACHES.classifier
+    if found is None:
+        found = CACHES.classifier = Classifier()
+    return found
 
 
-#: How many classes have their constructor and shutdown code ids cached.
-_TYPE_CACHE_LIMIT = 1024
+def init_codes(cls: type) -> Optional[frozenset[int]]:
+    """Code ids of ``cls``'s own constructor chain, outside ``concurrent.futures``.
 
-
-class TypeInfo:
-    """Code ids of a pool class's own constructor and shutdown chain, and its ``__exit__``.
-
-    The walks that find the call site and the ``with`` block skip the frames
-    of a user subclass's ``__init__`` and ``shutdown``, which run *inside* the
-    construction or shutdown. ``init`` leaves out code in
-    ``concurrent.futures`` and executor_guard, which the call-site walk skips
-    anyway, and is None when nothing is left (the stock classes): the hot path
-    then tests nothing per frame.
+    The call-site walk skips these frames: a user subclass's ``__init__`` runs
+    *inside* the construction and would otherwise be the call site of every
+    instance. None when nothing is left to skip.
     """
-
-    __slots__ = ("exit", "init", "shutdown")
-
-    def __init__(self, cls: type, kind_of: Callable[[str], int]) -> None:
-        self.init = self._codes(cls, "__init__", kind_of) or None
-        self.shutdown = self._codes(cls, "shutdown", None)
-        self.exit = self._codes(cls, "__exit__", None)
-
-    @staticmethod
-    def _codes(cls: type, name: str, kind_of: Optional[Callable[[str], int]]) -> frozenset[int]:
-        ids = set()
-        for klass in cls.__mro__:
-            function = vars(klass).get(name)
-            for candidate in (function, getattr(function, "__wrapped__", None)):
-                code = getattr(candidate, "__code__", None)
-                if code is None:
-                    continue
-                if kind_of is not None and kind_of(code.co_filename) == INTERNAL:
-                    continue
+    cache = CACHES.init_codes
+    entry = cache.get(id(cls))
+    if entry is not None and entry[0]() is cls:
+        return entry[1]
+    kind_of = classifier()
+    ids = set()
+    for klass in cls.__mro__:
+        function = vars(klass).get("__init__")
+        for candidate in (function, getattr(function, "__wrapped__", None)):
+            code = getattr(candidate, "__code__", None)
+            if code is not None and kind_of(code.co_filename) != INTERNAL:
                 ids.add(id(code))
-        return frozenset(ids)
+    codes = frozenset(ids) or None
+    if len(cache) >= _TYPE_CACHE_LIMIT:
+        cache.clear()
+    key = id(cls)
 
+    def forget(_: object) -> None:
+        cache.pop(key, None)
 
-#: Pool class -> its TypeInfo; read directly on the hot path.
-types: dict[type, TypeInfo] = {}
-
-
-def type_info(cls: type) -> TypeInfo:
-    """The (cached) :class:`TypeInfo` of ``cls``."""
-    info = types.get(cls)
-    if info is None:
-        if len(types) >= _TYPE_CACHE_LIMIT:
-            types.clear()
-        info = types[cls] = TypeInfo(cls, classifier())
-    return info
+    try:
+        ref = weakref.ref(cls, forget)
+    except TypeError:  # a class that cannot be weakly referenced: not cached
+        return codes
+    cache[key] = (ref, codes)
+    return codes

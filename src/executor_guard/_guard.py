@@ -1,23 +1,24 @@
 """The guard: one configuration, its registry and policy, and the public API.
 
-Data flows one way: patched constructor -> :meth:`Guard.before_init` (call
-site, stack) -> registry -> policy -> output. The global state is one small
-object, :data:`_state`, holding the active guard and the stack of guards that
-``guarded()`` blocks suspended.
+Data flows one way: patched methods (``_patch``) -> hooks (``_hooks``: call
+site, stack) -> registry (``_registry``: counts) -> policy (``_policy``: what
+is churn, what to do) -> report (``_report``). A :class:`Guard` ties one
+configuration to one registry and one policy; :data:`_GUARDS` holds the
+active guard and the ones ``guarded()`` blocks suspended, and is one part of
+the package's state (``_state``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
-from types import BuiltinFunctionType, MethodType
 
-from . import _accel, _callsite, _config, _patch, _registry, exceptions
-from ._callsite import code_name, locate, type_info
-from ._diagnostics import internal_error
+from . import _callsite, _config, _hooks, _patch, _registry, exceptions
 from ._policy import Policy
+from ._state import STATE
 from .exceptions import ExecutorChurnWarning
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -26,11 +27,13 @@ if TYPE_CHECKING:
     from types import FrameType, TracebackType
     from typing import Any, Optional
 
+    from ._callsite import Frame
+    from ._registry import Site
     from ._report import Report
 
 
-class _State:
-    """The module's global state, in one place."""
+class _Guards:
+    """The active guard, the suspended ones, and the warnings changes we made."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -38,116 +41,78 @@ class _State:
         self.suspended: list[Optional[Guard]] = []
         self.installed: Optional[Guard] = None
         self.last: Optional[Guard] = None
-        self.fork_hook = False
         self.filter_added: Optional[tuple[Any, ...]] = None
         self.warnoptions_applied: set[str] = set()
 
+    def reset(self) -> None:
+        with self.lock:
+            _deactivate()
+            self.suspended.clear()
+            self.installed = None
+            self.last = None
 
-_state = _State()
+    def after_fork(self) -> None:
+        self.lock = threading.RLock()
+        guard = self.guard
+        if guard is not None:
+            guard.reset()  # the child's registry starts empty
+
+
+_GUARDS = _Guards()
+STATE.register("guards", _GUARDS)
+
+
+def _ignore_matcher(patterns: tuple[str, ...]) -> Optional[re.Pattern[str]]:
+    """One regular expression for every ``ignore`` glob (compiled at install, not per pool)."""
+    if not patterns:
+        return None
+    import fnmatch
+
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
 class Guard:
     """An active configuration with its own registry.
 
     Obtained from :func:`install` or ``with guarded() as guard``; ``report()``
-    describes what this guard recorded.
+    describes what this guard recorded. The slots are what the hooks read on
+    the hot path.
     """
+
+    __slots__ = (
+        "__weakref__",
+        "config",
+        "depth",
+        "ignore",
+        "kind_of",
+        "kinds",
+        "own_policy",
+        "policy",
+        "registry",
+        "sites",
+    )
 
     def __init__(self, config: _config.Config, policy: Optional[Policy] = None) -> None:
         self.config = config
-        self._registry = _registry.Registry(config)
         self.policy = policy if policy is not None else Policy(config)
-        self._own_policy = policy is None
-        self._kind_of = _callsite.classifier()
-        self._kinds = self._kind_of.cache
-        self._types = _callsite.types
-        self._depth = config.stack_depth
-        self._speed_up()
+        self.own_policy = policy is None
+        self.kind_of = _callsite.classifier()
+        self.kinds = self.kind_of.cache
+        self.depth = config.stack_depth
+        self.ignore = _ignore_matcher(config.ignore)
+        self.registry = _registry.Registry()
+        self.sites = self.registry.sites
 
-    @property
-    def registry(self) -> _registry.Registry:
-        """Where this guard records; replaced by :meth:`reset` and in a forked child."""
-        return self._registry
-
-    @registry.setter
-    def registry(self, registry: _registry.Registry) -> None:
-        self._registry = registry
-        self._speed_up()
-
-    def _speed_up(self) -> None:
-        """Let the C hooks take the common cases, when they are available.
-
-        They shadow :meth:`before_init` and :meth:`before_shutdown` on this
-        instance and fall back to them for everything else.
-        """
-        speedups = _accel.speedups()
-        if speedups is None or not _native_threads():
-            return
-        try:
-            slow = MethodType(Guard.before_init, self)
-            vars(self)["before_init"] = speedups.InitHook(slow, self._registry)
-            vars(self)["before_shutdown"] = _accel.SHUTDOWN_HOOK
-        except Exception as exc:
-            internal_error("setting up the C hooks (the Python ones are used)", exc)
-            vars(self).pop("before_init", None)
-            vars(self).pop("before_shutdown", None)
-
-    # -- hooks called by the patched methods -------------------------------
-
-    def before_init(self, pool: Any, frame: Optional[FrameType]) -> Optional[_registry.Record]:
-        """Record a pool being built; may raise on purpose (``raise`` mode, warning filters).
-
-        ``frame`` is the patched ``__init__``'s caller, where the walk for the
-        call site starts. This is the hot path. When that caller is
-        application code (the common case) the call site is that frame, with
-        no walk; the stack is captured only when the site samples it; the
-        registry is touched once.
-        """
-        __tracebackhide__ = True
-        try:
-            info = self._types.get(type(pool)) or type_info(type(pool))
-            skip = info.init
-            creator: Optional[FrameType]
-            site: Optional[FrameType]
-            if (
-                skip is None
-                and frame is not None
-                and self._kinds.get(frame.f_code.co_filename) == _callsite.APP
-            ):
-                creator = site = frame
-            else:
-                creator, site = locate(frame, self._kind_of, skip, self._kinds)
-            if creator is None or site is None:
-                return None
-            code = site.f_code
-            key = (code.co_filename, site.f_lineno, code_name(code))
-            registry = self._registry
-            known = registry.sites.get(key)
-            sample = self._depth > 0 if known is None else known.attempts >= known.next_sample
-            stack = _callsite.stack(creator, self._depth, self._kind_of) if sample else None
-            record, crossing = registry.enter(pool, key, known, site, creator, stack)
-        except Exception as exc:
-            internal_error("recording a pool creation", exc)
-            return None
-        if crossing is not None:
-            try:
-                self.policy.act(crossing, site)
-            except BaseException:
-                if record is not None:
-                    self.registry.abandon(record, refused=True)
-                raise
-        return record
-
-    def init_failed(self, record: _registry.Record) -> None:
-        """The original constructor raised: the pool was never built."""
-        try:
-            self.registry.abandon(record, refused=False)
-        except Exception as exc:
-            internal_error("undoing a failed pool creation", exc)
-
-    #: Record how a pool is being shut down (its first shutdown only). A plain
-    #: function, not a method: the patched ``shutdown`` calls it directly.
-    before_shutdown = staticmethod(_registry.on_shutdown)
+    def new_site(
+        self, key: Frame, site_frame: FrameType, creator_frame: FrameType, at: float
+    ) -> Optional[Site]:
+        """The hooks met ``key`` for the first time: make its site (None past the cap)."""
+        module = site_frame.f_globals.get("__name__", "")
+        if not isinstance(module, str):
+            module = ""
+        creator = key if creator_frame is site_frame else _callsite.describe(creator_frame)
+        ignored = self.ignore is not None and _ignored(self.ignore, key, module)
+        return self.registry.site(key, creator, module, ignored, at, self.policy.configure_site)
 
     # -- reporting ----------------------------------------------------------
 
@@ -164,24 +129,37 @@ class Guard:
         # be the later, fresher of the two.
         empty: dict[str, Optional[int]] = {"threads": None, "rss_bytes": None, "fds": None}
         process = figures() if process_figures else empty
-        return Report(build(self.registry.snapshot(), process, time.time()))
+        return Report(build(self.registry.snapshot(), self.config, process, time.time()))
+
+    def snapshot(self) -> _registry.Snapshot:
+        """The registry's counts now, without process figures or formatting."""
+        return self.registry.snapshot()
 
     def reset(self) -> None:
         """Forget everything recorded (open pools included)."""
         self.registry.forget_records()
-        self.registry = _registry.Registry(self.config)
+        self.registry = _registry.Registry()
+        self.sites = self.registry.sites
 
     def _reconfigure(self, config: _config.Config) -> None:
         self.config = config
-        self._depth = config.stack_depth
-        self.registry.reconfigure(config)
-        if self._own_policy:
+        self.depth = config.stack_depth
+        self.ignore = _ignore_matcher(config.ignore)
+        if self.own_policy:
             self.policy = Policy(config)
+        for site in list(self.sites.values()):
+            self.policy.configure_site(site)
 
     def __repr__(self) -> str:
-        active = "active" if _state.guard is self else "inactive"
+        active = "active" if _GUARDS.guard is self else "inactive"
         config = self.config
         return f"<executor_guard.Guard {active} mode={config.mode} threshold={config.threshold}>"
+
+
+def _ignored(matcher: re.Pattern[str], key: Frame, module: str) -> bool:
+    file, line, function = key
+    candidates = (f"{file}:{line}", file, f"{module}.{function}", os.path.basename(file))
+    return any(matcher.match(candidate) for candidate in candidates)
 
 
 # -- warnings filter ---------------------------------------------------------
@@ -214,7 +192,7 @@ def _add_warning_filter() -> None:
     # An append of an existing entry changes nothing but tells the warnings
     # machinery that the filters changed (public API, unlike _filters_mutated).
     warnings.filterwarnings("default", category=ExecutorChurnWarning, append=True)
-    _state.filter_added = entry
+    _GUARDS.filter_added = entry
 
 
 def _options_cover_our_warning() -> bool:
@@ -244,9 +222,9 @@ def _apply_warnoptions() -> None:
     import warnings
 
     for option in sys.warnoptions:
-        if "executor_guard" not in option or option in _state.warnoptions_applied:
+        if "executor_guard" not in option or option in _GUARDS.warnoptions_applied:
             continue
-        _state.warnoptions_applied.add(option)
+        _GUARDS.warnoptions_applied.add(option)
         parts = [part.strip() for part in option.split(":")]
         parts += [""] * (5 - len(parts))
         action, message, category_name, module, lineno = parts[:5]
@@ -273,10 +251,10 @@ def _apply_warnoptions() -> None:
 
 
 def _remove_warning_filter() -> None:
-    entry = _state.filter_added
+    entry = _GUARDS.filter_added
     if entry is None:
         return
-    _state.filter_added = None
+    _GUARDS.filter_added = None
     import warnings
 
     filters: list[Any] = warnings.filters  # type: ignore[assignment]
@@ -293,60 +271,15 @@ class _NeverWarning(Warning):
     """Only used to make the warnings module notice that its filters changed."""
 
 
-# -- fork ------------------------------------------------------------------------
-
-
-# -- optional C hooks ----------------------------------------------------------
-
-
-def _native_threads() -> bool:
-    """Whether thread identities are the interpreter's own (the C hooks read those).
-
-    gevent and eventlet replace ``threading.get_ident`` with their own, keyed
-    by green thread: the Python hooks then keep attributing pools to them.
-    """
-    get_ident = threading.get_ident
-    return isinstance(get_ident, BuiltinFunctionType) and get_ident is _registry._get_ident
-
-
-def speedups_active() -> bool:
-    """Whether the C hooks take the common cases in this process."""
-    return _accel.speedups() is not None
-
-
-def _after_fork_in_child() -> None:
-    """Every lock of ours is new in the child, and its registry starts empty.
-
-    Prefork servers fork from busy masters: another thread may have held any
-    of these locks at the moment of the fork, and that thread does not exist
-    in the child to release it.
-    """
-    from . import _diagnostics
-
-    _registry.reset_after_fork()
-    _accel.after_fork()
-    _state.lock = threading.RLock()
-    _patch._install_lock = threading.RLock()
-    _diagnostics._lock = threading.Lock()
-    guard = _state.guard
-    if guard is not None:
-        guard.registry = _registry.Registry(guard.config)
-
-
-def _ensure_fork_hook() -> None:
-    if not _state.fork_hook and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-        _state.fork_hook = True
-
-
 # -- public API ----------------------------------------------------------------
 
 
 def _activate(guard: Guard) -> None:
-    _state.guard = guard
-    _state.last = guard
-    _ensure_fork_hook()
-    _patch.install(guard)
+    _GUARDS.guard = guard
+    _GUARDS.last = guard
+    STATE.watch_forks()
+    _hooks.bind(guard)
+    _patch.install()
     if guard.config.mode == "warn":
         _add_warning_filter()
     else:
@@ -354,7 +287,8 @@ def _activate(guard: Guard) -> None:
 
 
 def _deactivate() -> list[str]:
-    _state.guard = None
+    _GUARDS.guard = None
+    _hooks.bind(None)
     left = _patch.uninstall()
     _remove_warning_filter()
     return left
@@ -368,16 +302,16 @@ def install(**options: Any) -> Guard:
     into the same registry (:func:`reset` empties it). Raises
     :class:`~executor_guard.ConfigError` for a bad option.
     """
-    with _state.lock:
-        guard = _state.guard
+    with _GUARDS.lock:
+        guard = _GUARDS.guard
         if guard is None:
-            guard = _state.installed
+            guard = _GUARDS.installed
         if guard is None:
             guard = Guard(_config.from_options(None, **options))
         else:
             guard._reconfigure(_config.from_options(guard.config, **options))
-        if not _state.suspended:
-            _state.installed = guard
+        if not _GUARDS.suspended:
+            _GUARDS.installed = guard
         _activate(guard)
         return guard
 
@@ -388,9 +322,9 @@ def uninstall() -> None:
     Pools still open keep the ``open`` shutdown mode: their later shutdown can
     no longer be seen.
     """
-    with _state.lock:
-        guard = _state.guard
-        _state.suspended.clear()
+    with _GUARDS.lock:
+        guard = _GUARDS.guard
+        _GUARDS.suspended.clear()
         left = _deactivate()
         if guard is not None:
             guard.registry.forget_records()
@@ -409,9 +343,9 @@ class _Block:
         self._guard: Optional[Guard] = None
 
     def __enter__(self) -> Guard:
-        with _state.lock:
+        with _GUARDS.lock:
             guard = self._guard = Guard(self._config, self._policy)
-            _state.suspended.append(_state.guard)
+            _GUARDS.suspended.append(_GUARDS.guard)
             _activate(guard)
         return guard
 
@@ -421,15 +355,15 @@ class _Block:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        with _state.lock:
+        with _GUARDS.lock:
             guard = self._guard
-            if _state.guard is guard and _state.suspended:
-                outer = _state.suspended.pop()
+            if _GUARDS.guard is guard and _GUARDS.suspended:
+                outer = _GUARDS.suspended.pop()
                 if outer is not None:
                     _activate(outer)
                 else:
                     _deactivate()
-                    _state.last = guard
+                    _GUARDS.last = guard
 
 
 def guarded(**options: Any) -> _Block:
@@ -446,12 +380,12 @@ def guarded(**options: Any) -> _Block:
 
 def active_guard() -> Optional[Guard]:
     """The guard recording now, if any."""
-    return _state.guard
+    return _GUARDS.guard
 
 
 def report() -> Report:
     """A report of the active guard, or of the last one when none is active."""
-    guard = _state.guard or _state.last
+    guard = _GUARDS.guard or _GUARDS.last
     if guard is None:
         guard = Guard(_config.Config())
     return guard.report()
@@ -459,12 +393,12 @@ def report() -> Report:
 
 def reset() -> None:
     """Empty the registry of the active (or last) guard."""
-    with _state.lock:
-        guard = _state.guard or _state.last
+    with _GUARDS.lock:
+        guard = _GUARDS.guard or _GUARDS.last
         if guard is not None:
             guard.reset()
 
 
 def is_installed() -> bool:
     """Whether a guard is recording now."""
-    return _state.guard is not None
+    return _GUARDS.guard is not None

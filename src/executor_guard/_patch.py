@@ -16,8 +16,11 @@ Following wrapt's discipline (``wrapt/patches.py``) without importing wrapt:
   imports ``multiprocessing``: a launched script's classes still pickle into
   spawn workers, and processes that never use pools pay nothing.
 
-The wrappers are plain functions (``functools.wraps`` keeps names, docs and
-``inspect.signature``); with the guard off they cost one global read.
+The wrappers are plain functions generated with the original's signature
+(``functools.wraps`` keeps names, docs and ``inspect.signature``); with the
+guard off they cost one global read. ``Executor.__exit__`` is wrapped too: a
+``with`` block is learnt from where ``shutdown`` is called, not by walking
+frames.
 """
 
 from __future__ import annotations
@@ -25,51 +28,53 @@ from __future__ import annotations
 import sys
 import threading
 
-from . import _registry
-from ._registry import _records  # noqa: F401 - used by generated wrappers
+from . import _hooks
+from ._hooks import init_done as _init_done  # noqa: F401 - used by generated wrappers
+from ._hooks import init_failed as _init_failed  # noqa: F401 - used by generated wrappers
+from ._state import STATE
 from .exceptions import ExecutorChurnError as _ExecutorChurnError  # noqa: F401 - used by generated wrappers
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
-    from types import FrameType, ModuleType
-    from typing import Any, Callable, Optional, Protocol
+    from types import ModuleType
+    from typing import Any, Callable, Optional
 
-#: Defining module -> classes patched there.
-TARGETS: dict[str, tuple[str, ...]] = {
-    "concurrent.futures.thread": ("ThreadPoolExecutor",),
-    "concurrent.futures.process": ("ProcessPoolExecutor",),
+#: Defining module -> class -> methods patched there.
+TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "concurrent.futures._base": {"Executor": ("__exit__",)},
+    "concurrent.futures.thread": {"ThreadPoolExecutor": ("__init__", "shutdown")},
+    "concurrent.futures.process": {"ProcessPoolExecutor": ("__init__", "shutdown")},
 }
 
 
-if TYPE_CHECKING:
+class _Patches:
+    """What is patched, the import finder, and the hooks the wrappers call.
 
-    class Hooks(Protocol):
-        """What the wrappers call while a guard is active."""
+    The wrappers read the hook slots as globals of this module (one global
+    read when the guard is off); they are None when nothing is installed.
+    """
 
-        def before_init(
-            self, pool: Any, frame: Optional[FrameType]
-        ) -> Optional[_registry.Record]: ...
+    def __init__(self) -> None:
+        self.patched: list[tuple[type, str, Callable[..., Any], Callable[..., Any]]] = []
+        self.finder: Optional[_PatchOnImport] = None
+        #: Module name -> callbacks to run once it is imported (see when_imported).
+        self.on_import: dict[str, list[Callable[[ModuleType], None]]] = {}
+        self.lock = threading.RLock()
 
-        def init_failed(self, record: _registry.Record) -> None: ...
+    def reset(self) -> None:
+        uninstall()
 
-        def before_shutdown(
-            self,
-            pool: Any,
-            record: _registry.Record,
-            wait: Any,
-            cancel_futures: Any,
-            frame: Optional[FrameType],
-        ) -> None: ...
+    def after_fork(self) -> None:
+        self.lock = threading.RLock()
 
 
-#: Module name -> callbacks to run once it is imported (see when_imported).
-_ON_IMPORT: dict[str, list[Callable[[ModuleType], None]]] = {}
+PATCHES = _Patches()
+STATE.register("patches", PATCHES)
 
-_hooks: Optional[Hooks] = None
-_patched: list[tuple[type, str, Callable[..., Any], Callable[..., Any]]] = []
-_finder: Optional[_PatchOnImport] = None
-_install_lock = threading.RLock()
+_on_init: Optional[Callable[..., Any]] = None
+_on_shutdown: Optional[Callable[..., Any]] = None
+_on_exit: Optional[Callable[..., Any]] = None
 
 
 _CO_VARARGS = 0x04
@@ -77,35 +82,37 @@ _CO_VARKEYWORDS = 0x08
 
 _INIT_BODY = """
     __tracebackhide__ = True  # pytest: start the traceback at the call site
-    hooks = _hooks
-    if hooks is None:
+    hook = _on_init
+    if hook is None:
         original({call})
         return
     try:
-        record = hooks.before_init(self, _getframe(1))
+        record = hook(self, _getframe(1))
     except _ExecutorChurnError as refused:
         # A fresh traceback: it starts here, one frame under the call site.
         raise refused.with_traceback(None) from None
+    if record is None:
+        original({call})
+        return
     try:
         original({call})
     except BaseException:
-        if record is not None:
-            hooks.init_failed(record)
+        _init_failed(record)
         raise
-    if record is not None:
-        record.max_workers = {workers}
+    _init_done(record, {workers})
 """
 
 _SHUTDOWN_BODY = """
-    hooks = _hooks
-    if hooks is not None:
-        record = _records.get(id(self))
-        if record is not None:
-            hooks.before_shutdown(self, record, {wait}, {cancel}, _getframe(1))
-            # Let go of it now: when this frame ends, `self` may be the pool's
-            # last reference, and a record still alive then would be queued
-            # as collected.
-            record = None
+    hook = _on_shutdown
+    if hook is not None:
+        hook(self, {wait}, {cancel})
+    return original({call})
+"""
+
+_EXIT_BODY = """
+    hook = _on_exit
+    if hook is not None:
+        hook(self)
     return original({call})
 """
 
@@ -186,81 +193,32 @@ def _generate(
     return wrapper
 
 
-#: (original function, in C) -> its wrapper. Installing again reuses the same
+#: Original function -> its wrapper. Installing again reuses the same
 #: wrapper: no compile() per install, and identity is stable across cycles.
-_generated: dict[tuple[Callable[..., Any], bool], Callable[..., None]] = {}
-
-#: The parameters the C wrappers read by position or name, per method.
-_C_SIGNATURES = {"__init__": ("self", "max_workers"), "shutdown": ("self", "wait")}
+_generated: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
-def _c_wrapper(original: Callable[..., None], name: str) -> Optional[Callable[..., None]]:
-    """The C extension's wrapper of ``original``, when it is available and fits.
-
-    It reads ``max_workers`` (or ``wait`` and ``cancel_futures``) where the
-    stock methods have them; any other signature gets a generated wrapper.
-    """
-    from . import _accel
-
-    speedups = _accel.speedups()
-    code = getattr(original, "__code__", None)
-    if speedups is None or code is None:
-        return None
-    expected = _C_SIGNATURES[name]
-    names = code.co_varnames[: code.co_argcount]
-    if names[: len(expected)] != expected or code.co_flags & (_CO_VARARGS | _CO_VARKEYWORDS):
-        return None
-    if (
-        name == "shutdown"
-        and "cancel_futures"
-        not in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount][2:]
-    ):
-        return None
-    import functools
-
-    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-    defaults = getattr(original, "__defaults__", None) or ()
-    kwdefaults = getattr(original, "__kwdefaults__", None) or {}
-    kwonly_required = tuple(n for n in names[code.co_argcount :] if n not in kwdefaults)
-    wrapper: Callable[..., None] = speedups.Wrapper(
-        original, name, names, code.co_argcount, code.co_argcount - len(defaults), kwonly_required
-    )
-    functools.update_wrapper(wrapper, original)
-    return wrapper
-
-
-def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
-    from . import _accel
-
-    key = (original, _accel.speedups() is not None)
-    wrapper = _generated.get(key)
-    if wrapper is None:
-        wrapper = _c_wrapper(original, "__init__")
-    if wrapper is None:
+def _wrap(original: Callable[..., Any], name: str) -> Callable[..., Any]:
+    wrapper: Optional[Callable[..., Any]] = _generated.get(original)
+    if wrapper is not None:
+        return wrapper
+    if name == "__init__":
         # The stock constructors keep a given max_workers as is: no attribute
         # lookup then; the default is read from the pool once it is built.
         default = 'getattr(self, "_max_workers", None)'
         given = f"max_workers if max_workers is not None else {default}"
-        extra = {"workers": ("max_workers", given, default)}
-        wrapper = _generate(original, "__init__", _INIT_BODY, extra)
-    _generated[key] = wrapper
-    return wrapper
-
-
-def _wrap_shutdown(original: Callable[..., None]) -> Callable[..., None]:
-    from . import _accel
-
-    key = (original, _accel.speedups() is not None)
-    wrapper = _generated.get(key)
-    if wrapper is None:
-        wrapper = _c_wrapper(original, "shutdown")
-    if wrapper is None:
+        wrapper = _generate(
+            original, name, _INIT_BODY, {"workers": ("max_workers", given, default)}
+        )
+    elif name == "shutdown":
         extra = {
             "wait": ("wait", "wait", "_eg_wait(_eg_args, _eg_kwargs)"),
             "cancel": ("cancel_futures", "cancel_futures", "_eg_cancel(_eg_args, _eg_kwargs)"),
         }
-        wrapper = _generate(original, "shutdown", _SHUTDOWN_BODY, extra)
-    _generated[key] = wrapper
+        wrapper = _generate(original, name, _SHUTDOWN_BODY, extra)
+    else:
+        wrapper = _generate(original, name, _EXIT_BODY, {})
+    _generated[original] = wrapper
     return wrapper
 
 
@@ -274,21 +232,22 @@ def _eg_cancel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 _getframe = sys._getframe
 
-_WRAPPERS = {"__init__": _wrap_init, "shutdown": _wrap_shutdown}
-
 
 def _patch_module(module: ModuleType) -> None:
-    for class_name in TARGETS.get(module.__name__, ()):
+    patched = PATCHES.patched
+    for class_name, methods in TARGETS.get(module.__name__, {}).items():
         cls = getattr(module, class_name, None)
         if not isinstance(cls, type):
             continue
-        for name, wrap in _WRAPPERS.items():
+        if "__init__" in methods:
+            _hooks.stock(cls)
+        for name in methods:
             original = vars(cls).get(name)
-            if original is None or any(p[0] is cls and p[1] == name for p in _patched):
+            if original is None or any(p[0] is cls and p[1] == name for p in patched):
                 continue
-            wrapper = wrap(original)
+            wrapper = _wrap(original, name)
             setattr(cls, name, wrapper)
-            _patched.append((cls, name, original, wrapper))
+            patched.append((cls, name, original, wrapper))
 
 
 class _DeferredLoader:
@@ -307,9 +266,9 @@ class _DeferredLoader:
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
-        with _install_lock:
-            callbacks = _ON_IMPORT.pop(module.__name__, [])
-            if _finder is not None and module.__name__ in TARGETS:
+        with PATCHES.lock:
+            callbacks = PATCHES.on_import.pop(module.__name__, [])
+            if PATCHES.finder is not None and module.__name__ in TARGETS:
                 callbacks.insert(0, _patch_module)
         for callback in callbacks:
             try:
@@ -330,7 +289,8 @@ class _PatchOnImport:
         self._busy: set[str] = set()
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if (fullname not in TARGETS and fullname not in _ON_IMPORT) or fullname in self._busy:
+        wanted = fullname in TARGETS or fullname in PATCHES.on_import
+        if not wanted or fullname in self._busy:
             return None
         self._busy.add(fullname)
         try:
@@ -353,14 +313,14 @@ class _PatchOnImport:
         return spec
 
 
-def install(hooks: Hooks) -> None:
-    """Route the wrappers to ``hooks``; patch now or on import. Idempotent."""
-    global _hooks, _finder
-    with _install_lock:
-        _hooks = hooks
-        if _finder is None:
-            _finder = _PatchOnImport()
-            sys.meta_path.insert(0, _finder)
+def install() -> None:
+    """Route the wrappers to the hooks; patch now or on import. Idempotent."""
+    global _on_init, _on_shutdown, _on_exit
+    with PATCHES.lock:
+        _on_init, _on_shutdown, _on_exit = _hooks.on_init, _hooks.on_shutdown, _hooks.on_exit
+        if PATCHES.finder is None:
+            PATCHES.finder = _PatchOnImport()
+            sys.meta_path.insert(0, PATCHES.finder)
         for name in TARGETS:
             module = sys.modules.get(name)
             if module is not None:
@@ -376,8 +336,8 @@ def when_imported(name: str, callback: Callable[[ModuleType], None]) -> None:
     if module is not None:
         callback(module)
         return
-    with _install_lock:
-        _ON_IMPORT.setdefault(name, []).append(callback)
+    with PATCHES.lock:
+        PATCHES.on_import.setdefault(name, []).append(callback)
 
 
 def uninstall() -> list[str]:
@@ -386,26 +346,27 @@ def uninstall() -> list[str]:
     A method that someone else patched over ours is not clobbered: our wrapper
     stays under theirs and passes straight through, since the hooks are gone.
     """
-    global _hooks, _finder
+    global _on_init, _on_shutdown, _on_exit
     left: list[str] = []
-    with _install_lock:
-        _hooks = None
-        if _finder is not None:
+    with PATCHES.lock:
+        _on_init = _on_shutdown = _on_exit = None
+        finder = PATCHES.finder
+        if finder is not None:
             try:
-                sys.meta_path.remove(_finder)
+                sys.meta_path.remove(finder)
             except ValueError:
                 pass
-            _finder = None
-        _ON_IMPORT.clear()
-        for cls, name, original, wrapper in reversed(_patched):
+            PATCHES.finder = None
+        PATCHES.on_import.clear()
+        for cls, name, original, wrapper in reversed(PATCHES.patched):
             if vars(cls).get(name) is wrapper:
                 setattr(cls, name, original)
             else:
                 left.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
-        _patched.clear()
+        PATCHES.patched.clear()
     return left
 
 
 def installed() -> bool:
     """Whether the patches (or the deferred-import finder) are in place."""
-    return _finder is not None
+    return PATCHES.finder is not None

@@ -1,9 +1,12 @@
-"""What happens when a call site crosses the threshold: warn, log or raise.
+"""The policy: which attempts at a call site are churn, and what to do then (warn, log, raise).
 
-Only ``churn`` acts. The policy runs outside the registry lock, on the thread
-that built the pool, and only when the registry says a site crossed the
-threshold or (``log`` mode) a later milestone, so its formatting, structlog and
-psutil costs are paid a handful of times per site at most.
+The registry only counts. The policy alone decides thresholds, windows and
+``log`` milestones: it keeps, on each site, the next attempt number at which
+it wants to look again (``due``), so the hot path compares one integer and
+calls :meth:`Policy.check` only at the threshold, a milestone, or (with a
+window) every time. Only ``churn`` acts. The action runs outside anything the
+registry holds, on the thread that built the pool, so its formatting,
+structlog and psutil costs are paid a handful of times per site at most.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import deque
 
-from ._diagnostics import internal_error
+from ._diagnostics import internal_error, is_ours
+from ._registry import NEVER, site_view
 from .exceptions import ExecutorChurnError, ExecutorChurnWarning
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -23,41 +28,70 @@ if TYPE_CHECKING:
     from typing import Any, Optional
 
     from ._config import Config
-    from ._registry import Crossing, SiteSnapshot
+    from ._registry import Site
 
 _EVENT = "executor_churn"
 
 
-def _class_names(site: SiteSnapshot) -> str:
-    return "/".join(sorted(site.classes, key=lambda name: -site.classes[name])) or "executor"
+def _class_names(site: dict[str, Any]) -> str:
+    classes = site["classes"]
+    return "/".join(sorted(classes, key=lambda name: -classes[name])) or "executor"
 
 
-def _modes(site: SiteSnapshot) -> str:
-    return ", ".join(f"{mode} {n}" for mode, n in site.shutdown.items() if n) or "none yet"
+def _modes(site: dict[str, Any]) -> str:
+    return ", ".join(f"{mode} {n}" for mode, n in site["shutdown"].items() if n) or "none yet"
+
+
+def _location(site: dict[str, Any]) -> str:
+    return f"{site['file']}:{site['line']} in {site['function']}"
 
 
 def _scope(config: Config) -> str:
     return f" within {config.window:g}s" if config.window is not None else ""
 
 
-def message(crossing: Crossing, config: Config) -> str:
+class Crossing:
+    """A call site crossed the churn threshold (or a later milestone) just now."""
+
+    __slots__ = ("attempt", "first", "refused", "site")
+
+    def __init__(self, site: Site, attempt: int, refused: bool, first: bool) -> None:
+        self.site = site
+        self.attempt = attempt
+        self.refused = refused
+        self.first = first
+
+    def view(self) -> dict[str, Any]:
+        """The site's counts now, this attempt included."""
+        site = site_view(self.site)
+        if not self.refused:
+            # This attempt's pool is being built: count it, as open.
+            missing = self.attempt - site["refused"] - site["created"]
+            if missing > 0:
+                site["created"] += missing
+                site["live"] += missing
+                site["shutdown"]["open"] += missing
+        return site
+
+
+def message(crossing: Crossing, config: Config, site: Optional[dict[str, Any]] = None) -> str:
     """The one-paragraph explanation used by every mode."""
-    site = crossing.site
+    site = crossing.view() if site is None else site
     names = _class_names(site)
     if crossing.refused:
         return (
-            f"refused to create another {names} at {site.location}: "
-            f"{site.created + site.refused} attempts there{_scope(config)} "
+            f"refused to create another {names} at {_location(site)}: "
+            f"{crossing.attempt} attempts there{_scope(config)} "
             f"(threshold {config.threshold}, mode raise); "
             f"create one pool and reuse it, or use a `with` block around a long-lived one"
         )
     pending = (
-        f"; {site.nowait_pending} shut down with wait=False while work was pending"
-        if site.nowait_pending
+        f"; {site['nowait_pending']} shut down with wait=False while work was pending"
+        if site["nowait_pending"]
         else ""
     )
     return (
-        f"{names} created {site.created} times at {site.location}{_scope(config)} "
+        f"{names} created {site['created']} times at {_location(site)}{_scope(config)} "
         f"(threshold {config.threshold}); shutdown: {_modes(site)}{pending}; "
         f"create one pool and reuse it instead of one per call"
     )
@@ -66,28 +100,29 @@ def message(crossing: Crossing, config: Config) -> str:
 def event(crossing: Crossing, config: Config) -> dict[str, Any]:
     """The structured ``executor_churn`` event (JSON-ready)."""
     from ._process import figures
+    from ._schema import findings, rate_per_min
 
-    site = crossing.site
-    stack = site.stacks[0][1] if site.stacks else ()
+    site = crossing.view()
+    stack = site["stacks"][0][1] if site["stacks"] else ()
     data: dict[str, Any] = {
         "event": _EVENT,
         "pid": os.getpid(),
-        "site": site.location,
-        "file": site.file,
-        "line": site.line,
-        "function": site.function,
-        "classes": site.classes,
-        "created": site.created,
-        "refused": site.refused,
+        "site": _location(site),
+        "file": site["file"],
+        "line": site["line"],
+        "function": site["function"],
+        "classes": site["classes"],
+        "created": site["created"],
+        "refused": site["refused"],
         "threshold": config.threshold,
         "window": config.window,
-        "rate_per_min": site.rate_per_min,
-        "live": site.live,
-        "peak_live": site.peak_live,
-        "shutdown": site.shutdown,
-        "nowait_pending": site.nowait_pending,
-        "threads": site.threads,
-        "findings": site.findings,
+        "rate_per_min": rate_per_min(site),
+        "live": site["live"],
+        "peak_live": site["peak_live"],
+        "shutdown": site["shutdown"],
+        "nowait_pending": site["nowait_pending"],
+        "threads": site["threads"],
+        "findings": findings(site),
         "stack": [f"{file}:{line} in {function}" for file, line, function in stack],
     }
     process = figures()
@@ -170,11 +205,67 @@ def emit_log(data: dict[str, Any], config: Config, stream: Optional[Any] = None)
     proxy.warning(name, **body)
 
 
+def _milestone_after(count: int, threshold: int) -> int:
+    """The next count at which ``log`` mode reports a churning site again.
+
+    Milestones grow 1-2-5 times the threshold (10, 20, 50, 100, 200, ...), so a
+    site creating a million pools logs about 15 events, not a million.
+    """
+    base = threshold
+    while True:
+        for factor in (1, 2, 5):
+            if base * factor > count:
+                return base * factor
+        base *= 10
+
+
 class Policy:
-    """Turns a :class:`Crossing` into the configured action."""
+    """Decides which attempts are churn (:meth:`check`) and acts on them (:meth:`act`)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+
+    def configure_site(self, site: Site) -> None:
+        """Set the policy's state on ``site`` (new, or after a change of configuration)."""
+        config = self.config
+        if config.window is None:
+            site.times = None
+        elif site.times is None or site.times.maxlen != config.threshold:
+            site.times = deque(site.times or (), maxlen=config.threshold)
+        # Re-checked at the next attempt, which moves it to the right count.
+        site.due = NEVER if site.ignored else 0
+
+    def check(self, site: Site, attempt: int, now: float) -> Optional[Crossing]:
+        """Attempt number ``attempt`` at ``site`` is due: a :class:`Crossing` if it acts.
+
+        Also moves ``site.due`` to the next attempt that needs a look. Sites
+        with a window come here at every attempt (``due`` stays 0). Runs on
+        the hot path's thread, outside anything the registry holds.
+        """
+        config = self.config
+        times = site.times
+        if times is not None:
+            times.append(now)
+            if len(times) < config.threshold or now - times[0] > config.window:  # type: ignore[operator]
+                return None
+        elif attempt < config.threshold:
+            site.due = config.threshold
+            return None
+        first = not site.churn
+        site.churn = True
+        if config.mode == "raise":
+            return Crossing(site, attempt, True, first)  # every further attempt is refused
+        if config.mode == "log":
+            if not first and attempt < site.milestone:
+                return None
+            site.milestone = _milestone_after(attempt, config.threshold)
+            if times is None:
+                site.due = site.milestone
+            return Crossing(site, attempt, False, first)
+        if times is None:
+            site.due = NEVER  # warn (and record-only) act once per site
+        return Crossing(site, attempt, False, first) if first else None
+
 
     def act(self, crossing: Crossing, frame: Optional[FrameType]) -> None:
         """Warn, log or raise for ``crossing``; ``frame`` is the call site's frame.
@@ -190,8 +281,8 @@ class Policy:
             site = crossing.site
             raise ExecutorChurnError(
                 message(crossing, config),
-                site=site.location,
-                attempts=site.created + site.refused,
+                site=f"{site.file}:{site.line} in {site.function}",
+                attempts=crossing.attempt,
                 threshold=config.threshold,
             )
         if config.mode == "warn":
@@ -200,6 +291,8 @@ class Policy:
             try:
                 emit_log(event(crossing, config), config)
             except Exception as exc:
+                if not is_ours(exc):
+                    raise
                 internal_error("logging an executor_churn event", exc)
 
     def _warn(self, crossing: Crossing, frame: Optional[FrameType]) -> None:
@@ -212,6 +305,8 @@ class Policy:
             module_globals = frame.f_globals if frame is not None else {}
             registry = module_globals.setdefault("__warningregistry__", {})
         except Exception as exc:
+            if not is_ours(exc):
+                raise
             internal_error("preparing an ExecutorChurnWarning", exc)
             return
         import warnings

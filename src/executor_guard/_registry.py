@@ -1,42 +1,53 @@
-"""Per-pool records and per-call-site statistics, kept under one lock.
+"""Per-pool records and per-call-site counts: the registry counts, and nothing else.
+
+The registry never blocks and never holds anything while Python code can run.
+The garbage collector, finalizers and signal handlers can run inside any of
+our code (an allocation can start a collection; a handler runs between two
+bytecodes), and any of them may create or shut down a pool. So:
+
+* The hooks never update a site's counts themselves. They *submit* an event
+  (a pool's :class:`Record`, or a small tuple) to a deque, whose ``append`` and
+  ``popleft`` are atomic, then try to become the one thread that applies
+  queued events. Ownership is taken with ``dict.setdefault`` on a token made
+  for that attempt: it either succeeds at once or fails at once, so a
+  re-entrant or concurrent call finds the owner busy, leaves its event queued
+  for the owner (who loops until the queue is empty) and returns. Nothing ever
+  waits.
+* The release is in a ``finally`` that checks the token, not a flag set after
+  the acquisition: an exception raised by a signal handler right after the
+  acquisition (Ctrl-C, a SIGALRM timeout) still releases it.
+* Counts are applied in submission order, so they are exact whatever the
+  interleaving (8 threads x 20,000 creations give 160,000); a report first
+  applies whatever is queued.
 
 The registry never holds a pool: each live pool has a :class:`Record`, which
-*is* a weak reference to it (a ``weakref.ref`` subclass with slots, so the
-record costs one small object). The weakref callback only appends to a deque,
-which is safe from any thread and even from inside the locked section when the
-garbage collector runs there; the deque is drained under the lock the next
-time anything is recorded or reported.
-
-Records are global (one table for every registry) so that a pool created under
-one guard and shut down under another is still matched with its site.
+*is* a weak reference to it. A pool shut down with ``wait=False`` while work
+was pending stays *live* while its workers run; the record then holds weak
+references to those threads, never the threads themselves.
 
 Bounds, so that a pathological program cannot exhaust memory through us:
 :data:`MAX_SITES` call sites (creations at further sites are counted as
 overflow), :data:`MAX_STACKS` distinct stacks per site, :data:`MAX_NAMES`
-distinct thread names and classes per site, and a ``deque`` of at most
-``threshold`` timestamps per site when a window is set.
+distinct thread names and classes per site.
 """
 
 from __future__ import annotations
 
-import os
+import itertools
+import sys
 import threading
 import time
 import weakref
 from collections import deque
 
-from ._callsite import describe, type_info, types
-from ._diagnostics import internal_error
-from ._pools import pending_and_workers
+from ._state import STATE
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
-    from types import FrameType
     from typing import Any, Callable, Optional
 
     from ._callsite import Frame
-    from ._config import Config
 
 #: Every creation at a site has its stack captured until the site has this many.
 STACK_FIRST = 16
@@ -52,46 +63,111 @@ MAX_NAMES = 32
 _MAX_INTERNED = 65536
 #: Draining records checked per creation (the rest wait for the next report).
 _PRUNE_PER_CREATION = 4
+#: How long a report waits for another thread to finish applying events.
+_SNAPSHOT_PATIENCE = 1.0
 
 OTHER = "(other)"
-#: A count no site reaches: "no event pending".
-_NEVER = 1 << 62
+#: A count no site reaches: "no event due".
+NEVER = 1 << 62
 
-MODES = ("context", "wait", "nowait", "never", "open")
+#: Event kinds that are tuples rather than records.
+_REFUSED = 0
+_OVERFLOW = 1
+_UNDO = 2
 
-# Replaced wholesale in a forked child (see reset_after_fork).
-_lock = threading.Lock()
-# Bound methods: `with _lock:` costs four times as much on 3.13.0.
-_acquire = _lock.acquire
-_release = _lock.release
-_records: dict[int, Record] = {}
-_collected: deque[Record] = deque()
-_current_thread = threading.current_thread
-_get_ident = threading.get_ident
+
+class _Tables:
+    """The process-wide tables: records by pool id, the event queue, the owner slot.
+
+    The objects are created once and emptied in place, so the hot path can
+    keep module-level references to them.
+    """
+
+    def __init__(self) -> None:
+        self.records: dict[int, Record] = {}
+        self.events: deque[Any] = deque()
+        self.owner: dict[int, object] = {}
+        self.frames: dict[Frame, Frame] = {}
+
+    def reset(self) -> None:
+        self.records.clear()
+        self.events.clear()
+        self.owner.clear()
+        self.frames.clear()
+
+    def after_fork(self) -> None:
+        # A parent thread may have owned the queue at the fork: the child starts clean.
+        self.reset()
+
+
+TABLES = _Tables()
+STATE.register("records", TABLES)
+
+_records = TABLES.records
+_events = TABLES.events
+_owner = TABLES.owner
+_frames = TABLES.frames
+_append = _events.append
 _active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
-_frames: dict[Frame, Frame] = {}
-
-
-def _on_collect(record: Record) -> None:
-    # Runs inside the garbage collector, possibly while this thread holds
-    # _lock: it must not take the lock, so it only queues the record.
-    _collected.append(record)
 
 
 class Record(weakref.ref):  # type: ignore[type-arg]
-    """One live pool: a weak reference to it plus what its end needs."""
+    """One pool: a weak reference to it, what its creation was, and how it ended.
 
-    __slots__ = ("max_workers", "mode", "pool_id", "site", "threads")
+    Filled by the hooks, applied to its site by the event owner. A record is
+    queued once for its creation and once more for its end; ``state`` is 0
+    (nothing applied), 1 (creation applied) or 2 (end applied), and each
+    occurrence in the queue moves it one step, so the two apply in the order
+    they happened even when the end was queued first (a shutdown inside the
+    constructor).
+    """
+
+    __slots__ = (
+        "at",
+        "cls",
+        "extra",
+        "mode",
+        "pool_id",
+        "site",
+        "stack",
+        "state",
+        "thread",
+        "workers",
+    )
 
     site: Site
     pool_id: int
+    at: float
+    thread: str
+    cls: str
+    stack: Optional[tuple[Frame, ...]]
+    workers: Optional[int]
     mode: Optional[str]
-    max_workers: Optional[int]
-    threads: Optional[tuple[threading.Thread, ...]]
+    #: None for a plain end; else (cancel_futures, work pending, weak refs to workers).
+    extra: Optional[tuple[bool, bool, Optional[tuple[weakref.ref[threading.Thread], ...]]]]
+    state: int
+
+
+def _on_collect(record: Record) -> None:
+    """The weak reference's callback: the pool was collected without a shutdown.
+
+    Runs inside the garbage collector or a deallocation, anywhere: it only
+    marks and queues the record.
+    """
+    if record.mode is None:
+        record.mode = "never"
+        if _records.get(record.pool_id) is record:
+            _records.pop(record.pool_id, None)
+        _append(record)
 
 
 class Site:
-    """Mutable statistics of one call site; only touched under ``_lock``."""
+    """One call site: its identity, its counts (the registry's) and the policy's state.
+
+    Counts change only while applying events. ``attempts``, ``failed``,
+    ``next_sample`` and the policy's slots (``due``, ``churn``, ``milestone``,
+    ``times``) are read and written by the hooks and the policy directly.
+    """
 
     __slots__ = (
         "attempts",
@@ -103,6 +179,8 @@ class Site:
         "created",
         "creator",
         "draining",
+        "due",
+        "failed",
         "file",
         "first_at",
         "function",
@@ -114,7 +192,6 @@ class Site:
         "milestone",
         "module",
         "never",
-        "next_event",
         "next_sample",
         "nowait",
         "nowait_pending",
@@ -132,35 +209,30 @@ class Site:
     )
 
     def __init__(
-        self,
-        registry: Registry,
-        site: Frame,
-        creator: Frame,
-        module: str,
-        ignored: bool,
-        config: Config,
+        self, registry: Registry, key: Frame, creator: Frame, module: str, ignored: bool, at: float
     ) -> None:
         self.registry = registry
-        self.file, self.line, self.function = site
+        self.file, self.line, self.function = key
         self.creator = creator
         self.module = module
         self.ignored = ignored
+        #: Numbers every attempt (atomically: ``next()`` on it is one C call).
+        self.attempts = itertools.count(1)
+        #: Attempts whose constructor raised; they do not count.
+        self.failed = 0
+        self.next_sample = 0
+        # The policy's state (see _policy.Policy.configure_site).
+        self.due = 0
+        self.churn = False
+        self.milestone = 0
+        self.times: Optional[deque[float]] = None
+        # Counts.
         self.created = 0
         self.refused = 0
-        #: created + refused: what the threshold counts.
-        self.attempts = 0
-        #: The attempt count at which Registry._event must run again: the
-        #: threshold, a log milestone, never (ignored sites, warn after churn),
-        #: or every time (0) when a window is set.
-        self.next_event = 0
-        #: The attempt count at which the next stack is captured.
-        self.next_sample = 0 if config.stack_depth else _NEVER
-        self.times: Optional[deque[float]] = None
-        self.configure(config)
         self.live = 0
         self.peak_live = 0
-        self.first_at = 0.0
-        self.last_at = 0.0
+        self.first_at = at
+        self.last_at = at
         self.context = 0
         self.wait = 0
         self.nowait = 0
@@ -168,196 +240,215 @@ class Site:
         self.nowait_pending = 0
         self.cancel_futures = 0
         self.threads: dict[str, int] = {}
-        self.classes: dict[type, int] = {}
+        self.classes: dict[str, int] = {}
         # Consecutive creations by one thread name and class are counted in
-        # `run` and folded into `threads`/`classes` when either changes (or at
-        # a snapshot): one comparison per creation instead of two dict updates.
+        # `run` and folded into `threads`/`classes` when either changes.
         self.run = 0
         self.run_thread: Optional[str] = None
-        self.run_class: Optional[type] = None
+        self.run_class: Optional[str] = None
         self.max_workers: dict[Optional[int], int] = {}
         self.stacks: dict[tuple[Frame, ...], int] = {}
         self.stacks_dropped = 0
         self.captured = 0
-        self.churn = False
-        self.milestone = 0
         self.draining: deque[Record] = deque()
 
-    def configure(self, config: Config) -> None:
-        """Apply ``config``'s threshold and window; the threshold is re-checked next time."""
-        if config.window is None:
-            self.times = None
-        elif self.times is None or self.times.maxlen != config.threshold:
-            self.times = deque(self.times or (), maxlen=config.threshold)
-        self.next_event = _NEVER if self.ignored else 0
-        if not config.stack_depth:
-            self.next_sample = _NEVER
-        elif self.next_sample == _NEVER:
-            self.next_sample = self.attempts
+
+# -- submitting and applying events ------------------------------------------------
 
 
-class Crossing:
-    """A call site crossed the churn threshold (or a later milestone) just now."""
-
-    __slots__ = ("first", "refused", "site")
-
-    def __init__(self, site: SiteSnapshot, refused: bool, first: bool) -> None:
-        self.site = site
-        self.refused = refused
-        self.first = first
+#: Creations queue up to this many before the queue is applied (a shutdown,
+#: a report or the next batch applies them): one application per pool.
+_BATCH = 32
 
 
-class _Plain:
-    """Keyword-initialised slotted value objects (``dataclasses`` costs start-up time)."""
-
-    __slots__ = ()
-
-    def __init__(self, **fields: Any) -> None:
-        missing: set[str] = set(self.__slots__) - set(fields)
-        if missing:
-            raise TypeError(f"missing fields: {sorted(missing)}")
-        for name, value in fields.items():
-            setattr(self, name, value)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        names: tuple[str, ...] = self.__slots__
-        return all(getattr(self, n) == getattr(other, n) for n in names)
-
-    __hash__ = None  # type: ignore[assignment]
+def submit(event: Any) -> None:
+    """Queue ``event`` and apply the queue unless another call is applying it."""
+    _append(event)
+    if not _owner:
+        drain()
 
 
-class SiteSnapshot(_Plain):
-    """An immutable copy of one site's statistics, safe to format outside the lock."""
-
-    __slots__ = (
-        "cancel_futures",
-        "churn",
-        "classes",
-        "created",
-        "creator",
-        "file",
-        "first_at",
-        "function",
-        "ignored",
-        "last_at",
-        "line",
-        "live",
-        "max_workers",
-        "module",
-        "nowait_pending",
-        "peak_live",
-        "refused",
-        "shutdown",
-        "stacks",
-        "stacks_captured",
-        "stacks_dropped",
-        "threads",
-    )
-
-    file: str
-    line: int
-    function: str
-    module: str
-    creator: Frame
-    classes: dict[str, int]
-    created: int
-    refused: int
-    live: int
-    peak_live: int
-    first_at: float
-    last_at: float
-    shutdown: dict[str, int]
-    nowait_pending: int
-    cancel_futures: int
-    threads: dict[str, int]
-    max_workers: dict[str, int]
-    stacks: list[tuple[int, tuple[Frame, ...]]]
-    stacks_captured: int
-    stacks_dropped: int
-    churn: bool
-    ignored: bool
-
-    @property
-    def location(self) -> str:
-        """``file:line in function``, the way PRODUCT.md names a call site."""
-        return f"{self.file}:{self.line} in {self.function}"
-
-    @property
-    def rate_per_min(self) -> Optional[float]:
-        """Creations per minute between the first and the last one."""
-        span = self.last_at - self.first_at
-        if self.created + self.refused < 2 or span <= 0:
-            return None
-        return round((self.created + self.refused) * 60.0 / span, 1)
-
-    @property
-    def findings(self) -> list[str]:
-        """PRODUCT.md's findings, in a fixed order."""
-        if self.ignored:
-            return []
-        found = []
-        if self.churn:
-            found.append("churn")
-        if self.nowait_pending:
-            found.append("nowait_pending")
-        if self.shutdown["never"]:
-            found.append("never_shutdown")
-        return found
+def queue(record: Record) -> None:
+    """Queue a pool's creation; applied with its shutdown, a report, or the next batch."""
+    _append(record)
+    if len(_events) >= _BATCH and not _owner:
+        drain()
 
 
-class Snapshot(_Plain):
-    """Everything a report needs, copied out of the registry at one moment."""
+def drain() -> bool:
+    """Apply every queued event, unless someone else is; never waits.
 
-    __slots__ = (
-        "config",
-        "elapsed",
-        "overflow",
-        "peak_threads",
-        "pools",
-        "refused",
-        "sites",
-        "started_wall",
-    )
-
-    config: Config
-    started_wall: float
-    elapsed: float
-    sites: list[SiteSnapshot]
-    pools: int
-    refused: int
-    overflow: int
-    peak_threads: int
-
-
-def _milestone_after(count: int, threshold: int) -> int:
-    """The next count at which ``log`` mode reports a churning site again.
-
-    Milestones grow 1-2-5 times the threshold (10, 20, 50, 100, 200, ...), so a
-    site creating a million pools logs about 15 events, not a million.
+    Returns False when another call (another thread, or the call this one
+    interrupted) owns the queue: it applies what is queued before it lets go.
     """
-    base = threshold
-    while True:
-        for factor in (1, 2, 5):
-            if base * factor > count:
-                return base * factor
-        base *= 10
+    events = _events
+    while events:
+        token = object()
+        try:
+            if _owner.setdefault(0, token) is not token:
+                return False
+            # Peek, apply, then pop: an exception a signal handler raises in
+            # between loses nothing (a record is applied once however often
+            # it is queued).
+            while events:
+                try:
+                    _apply(events[0])
+                finally:
+                    events.popleft()
+        finally:
+            if _owner.get(0) is token:
+                del _owner[0]
+    return True
 
 
-def _live(threads: Optional[tuple[threading.Thread, ...]]) -> bool:
-    return threads is not None and any(thread.is_alive() for thread in threads)
+def owned(action: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
+    """``action()`` with the queue applied and held, if it is free now; else ``otherwise()``."""
+    token = object()
+    try:
+        if _owner.setdefault(0, token) is token:
+            while _events:
+                try:
+                    _apply(_events[0])
+                finally:
+                    _events.popleft()
+            return action()
+    finally:
+        if _owner.get(0) is token:
+            del _owner[0]
+            drain()  # events queued while we held it
+    return otherwise()
+
+
+def _apply(event: Any) -> None:
+    if type(event) is tuple:
+        _apply_tuple(*event)
+        return
+    record: Record = event
+    state = record.state
+    if state == 2:
+        return
+    mode = record.mode
+    site = record.site
+    if mode == "abandoned":
+        record.state = 2
+        return
+    if state == 0:
+        record.state = 1
+        site.created += 1
+        at = record.at
+        if at > site.last_at:
+            site.last_at = at
+        thread = record.thread
+        cls = record.cls
+        if thread is not site.run_thread or cls is not site.run_class:
+            _fold(site)
+            site.run_thread = thread
+            site.run_class = cls
+        site.run += 1
+        if site.draining:
+            _prune(site, _PRUNE_PER_CREATION)
+        live = site.live = site.live + 1
+        if live > site.peak_live:
+            site.peak_live = live
+            site.registry.count_threads()
+        stack = record.stack
+        if stack is not None:
+            record.stack = None
+            _add_stack(site, stack)
+        return  # its end, if any, is queued after it
+    if mode is None or mode == "forgotten":
+        return
+    record.state = 2
+    if mode == "wait":
+        site.wait += 1
+    elif mode == "context":
+        site.context += 1
+    elif mode == "nowait":
+        site.nowait += 1
+    else:
+        site.never += 1
+    workers = record.workers
+    table = site.max_workers
+    if workers in table:
+        table[workers] += 1
+    else:
+        _count(table, workers)
+    extra = record.extra
+    if extra is not None:
+        _ended_with(site, record, extra)
+    else:
+        site.live -= 1
+
+
+def _apply_tuple(kind: int, target: Any, detail: Any) -> None:
+    if kind == _REFUSED:
+        target.refused += 1
+        if detail > target.last_at:
+            target.last_at = detail
+    elif kind == _OVERFLOW:
+        target.overflow += 1  # here the target is the registry
+    else:  # _UNDO: a constructor raised after its pool's shutdown was applied
+        site = target.site
+        site.created -= 1
+        if detail is None:
+            site.live -= 1
+        else:
+            setattr(site, detail, getattr(site, detail) - 1)
+
+
+def _ended_with(
+    site: Site, record: Record, extra: tuple[bool, bool, Optional[tuple[Any, ...]]]
+) -> None:
+    cancel, pending, threads = extra
+    if cancel:
+        site.cancel_futures += 1
+    if pending:
+        site.nowait_pending += 1
+        if _alive(threads):
+            site.draining.append(record)
+            return
+    record.extra = None
+    site.live -= 1
+
+
+def _add_stack(site: Site, stack: tuple[Frame, ...]) -> None:
+    site.registry.count_threads()
+    site.captured += 1
+    seen = site.stacks.get(stack)
+    if seen is not None:
+        site.stacks[stack] = seen + 1
+    elif len(site.stacks) < MAX_STACKS:
+        site.stacks[_intern(stack)] = 1
+    else:
+        site.stacks_dropped += 1
+
+
+def _intern(stack: tuple[Frame, ...]) -> tuple[Frame, ...]:
+    if len(_frames) >= _MAX_INTERNED:
+        return stack
+    return tuple(_frames.setdefault(frame, frame) for frame in stack)
+
+
+def _alive(threads: Optional[tuple[weakref.ref[threading.Thread], ...]]) -> bool:
+    if not threads:
+        return False
+    for ref in threads:
+        thread = ref()
+        if thread is not None and thread.is_alive():
+            return True
+    return False
+
+
+def _workers(record: Record) -> Optional[tuple[weakref.ref[threading.Thread], ...]]:
+    extra = record.extra
+    return extra[2] if extra is not None else None
 
 
 def _prune(site: Site, limit: int) -> None:
-    """Retire up to ``limit`` draining records, oldest first, whose workers all ended.
-
-    Stops at the first record still running: pools drain roughly in creation
-    order, and the rest are settled exactly at the next report.
-    """
+    """Retire up to ``limit`` draining records, oldest first, whose workers all ended."""
     draining = site.draining
-    while draining and limit > 0 and not _live(getattr(draining[0], "threads", None)):
-        draining.popleft().threads = None
+    while draining and limit > 0 and not _alive(_workers(draining[0])):
+        draining.popleft().extra = None
         site.live -= 1
         limit -= 1
 
@@ -365,10 +456,10 @@ def _prune(site: Site, limit: int) -> None:
 def _prune_all(site: Site) -> None:
     keep: deque[Record] = deque()
     for record in site.draining:
-        if _live(getattr(record, "threads", None)):
+        if _alive(_workers(record)):
             keep.append(record)
         else:
-            record.threads = None
+            record.extra = None
             site.live -= 1
     site.draining = keep
 
@@ -388,23 +479,74 @@ def _fold(site: Site) -> None:
         site.run = 0
 
 
-def _switch_run(site: Site, thread: str, cls: type) -> None:
-    """A creation by another thread name or class than the last one: start a new run."""
-    _fold(site)
-    site.run_thread = thread
-    site.run_class = cls
+# -- what the hooks call --------------------------------------------------------
+
+
+def refused(site: Site, at: float) -> None:
+    """An attempt at ``site`` was refused (raise mode, or a warning filter raised)."""
+    submit((_REFUSED, site, at))
+
+
+def new_record(pool: object, site: Site, at: float, thread: str, cls: str) -> Record:
+    """A record for ``pool``, findable by its shutdown; counted once queued."""
+    record = Record(pool, _on_collect)
+    record.site = site
+    record.pool_id = pool_id = id(pool)
+    record.at = at
+    record.thread = thread
+    record.cls = cls
+    record.stack = None
+    record.workers = None
+    record.mode = None
+    record.extra = None
+    record.state = 0
+    _records[pool_id] = record
+    return record
+
+
+def abandon(record: Record) -> None:
+    """The constructor raised: the pool was never built and is not counted."""
+    if _records.get(record.pool_id) is record:
+        _records.pop(record.pool_id, None)
+    record.site.failed += 1
+    state, mode = record.state, record.mode
+    record.mode = "abandoned"
+    if state:  # a shutdown inside the constructor had it applied already
+        submit((_UNDO, record, mode if state == 2 else None))
+
+
+def end(record: Record, mode: str) -> None:
+    """Record how the pool of ``record`` ended: its first shutdown."""
+    record.mode = mode
+    _append(record)
+    if not _owner:
+        drain()
+
+
+def end_with(
+    record: Record,
+    mode: str,
+    cancel: bool,
+    pending: bool,
+    threads: Optional[tuple[threading.Thread, ...]],
+) -> None:
+    """:func:`end`, with ``cancel_futures`` or work still pending at a ``wait=False``."""
+    weak = tuple(weakref.ref(thread) for thread in threads) if pending and threads else None
+    record.extra = (bool(cancel), bool(pending), weak)
+    end(record, mode)
+
+
+# -- the registry: sites of one guard ----------------------------------------------
 
 
 class Registry:
-    """The call sites seen by one guard, and the process-wide counters."""
+    """The call sites seen by one guard."""
 
     def __init__(
         self,
-        config: Config,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
         self.clock = clock
         self.sites: dict[Frame, Site] = {}
         self.started = clock()
@@ -412,274 +554,71 @@ class Registry:
         self.overflow = 0
         self.peak_threads = 0
 
-    # -- hot path -------------------------------------------------------
-
-    def enter(
+    def site(
         self,
-        pool: object,
         key: Frame,
-        site: Optional[Site],
-        site_frame: FrameType,
-        creator_frame: FrameType,
-        stack: Optional[tuple[Frame, ...]],
-    ) -> tuple[Optional[Record], Optional[Crossing]]:
-        """Record that ``pool`` is being built at ``key`` (``site``: its entry, if seen).
+        creator: Frame,
+        module: str,
+        ignored: bool,
+        at: float,
+        configure: Callable[[Site], None],
+    ) -> Optional[Site]:
+        """The site for ``key``, made now if new; None once :data:`MAX_SITES` are kept.
 
-        Returns the pool's record (None when it is refused or the site table is
-        full) and a :class:`Crossing` when the policy has something to do.
-
-        The common case (a known site, no threshold or milestone due, the same
-        thread and class as the previous creation there) is a handful of
-        attribute updates under the lock; everything else is in
-        :meth:`_event` and :func:`_switch_run`.
+        ``configure`` (the policy's) prepares a new site before anyone sees it.
         """
-        now = self.clock()  # absolute; made relative to `started` at snapshot
-        try:
-            thread = _active[_get_ident()]._name  # type: ignore[attr-defined]
-        except Exception:
-            thread = _current_thread().name
-        # Allocated before the lock: an allocation can run the garbage
-        # collector, and a finalizer that builds a pool would deadlock on it.
-        record = Record(pool, _on_collect)
-        _acquire()
-        try:
-            if _collected:
-                self._drain()
-            if site is None:
-                site = self.sites.get(key)
-                if site is None:
-                    if len(self.sites) >= MAX_SITES:
-                        self.overflow += 1
-                        return None, None
-                    site = self._new_site(key, site_frame, creator_frame, now)
-            site.last_at = now
-            attempts = site.attempts = site.attempts + 1
-            event = self._event(site, attempts, now) if attempts >= site.next_event else None
-            if event is not None and event[0]:
-                return None, Crossing(self._snapshot_site(site), refused=True, first=event[1])
+        sites = self.sites
+        site = sites.get(key)
+        if site is not None:
+            return site
+        if len(sites) >= MAX_SITES:
+            submit((_OVERFLOW, self, at))
+            return None
+        site = Site(self, key, creator, module, ignored, at)
+        configure(site)
+        # setdefault: two threads racing to add a site agree on one.
+        return sites.setdefault(key, site)
 
-            site.created += 1
-            cls = type(pool)
-            if thread is not site.run_thread or cls is not site.run_class:
-                _switch_run(site, thread, cls)
-            site.run += 1
-            if site.draining:
-                _prune(site, _PRUNE_PER_CREATION)
-            live = site.live = site.live + 1
-            if live > site.peak_live:
-                site.peak_live = live
-                self._count_threads()
-            if stack is not None:
-                self._add_stack(site, stack)
-
-            # Only the two slots every path reads are set here; the others are
-            # read with getattr(record, name, None) on the rarer paths.
-            record.site = site
-            record.pool_id = pool_id = id(pool)
-            _records[pool_id] = record
-            if event is not None:
-                return record, Crossing(self._snapshot_site(site), refused=False, first=event[1])
-        finally:
-            _release()
-        return record, None
-
-    def _count_threads(self) -> None:
-        """Keep the process's peak thread count.
-
-        Sampled when a site reaches a new peak of live pools and when a stack
-        is captured, not at every creation: thread pile-ups come with pool
-        pile-ups, and the report adds the count at report time.
-        """
+    def count_threads(self) -> None:
+        """Keep the process's peak thread count (sampled at new peaks of live pools)."""
         threads_now = len(_active)
         if threads_now > self.peak_threads:
             self.peak_threads = threads_now
 
-    def _event(self, site: Site, attempts: int, now: float) -> Optional[tuple[bool, bool]]:
-        """The threshold (or a milestone) may be due at ``site``: ``(refused, first)`` if it acts.
-
-        Also moves ``site.next_event`` to the next count that needs this path.
-        Sites with a window come here at every creation (``next_event`` 0).
-        """
-        config = self.config
-        times = site.times
-        if times is not None:
-            times.append(now)
-            if len(times) < config.threshold or now - times[0] > config.window:  # type: ignore[operator]
-                return None
-        elif attempts < config.threshold:
-            site.next_event = config.threshold  # after a reconfiguration
-            return None
-        first = not site.churn
-        site.churn = True
-        if config.mode == "raise":
-            site.refused += 1
-            return True, first  # every further attempt is refused
-        if config.mode == "log":
-            if not first and attempts < site.milestone:
-                return None
-            site.milestone = _milestone_after(attempts, config.threshold)
-            if times is None:
-                site.next_event = site.milestone
-            return False, first
-        if times is None:
-            site.next_event = _NEVER  # warn (and record-only) act once per site
-        return (False, first) if first else None
-
-    def _add_stack(self, site: Site, stack: tuple[Frame, ...]) -> None:
-        # The next creation to capture: every one of the first STACK_FIRST,
-        # then one in STACK_EVERY (read unlocked by the caller: a race only
-        # captures one stack more or less).
-        attempts = site.attempts
-        if attempts < STACK_FIRST:
-            site.next_sample = attempts
-        else:
-            site.next_sample = (attempts // STACK_EVERY + 1) * STACK_EVERY
-        self._count_threads()
-        site.captured += 1
-        seen = site.stacks.get(stack)
-        if seen is not None:
-            site.stacks[stack] = seen + 1
-        elif len(site.stacks) < MAX_STACKS:
-            site.stacks[self._intern(stack)] = 1
-        else:
-            site.stacks_dropped += 1
-
-    def _new_site(
-        self, key: Frame, site_frame: FrameType, creator_frame: FrameType, now: float
-    ) -> Site:
-        config = self.config
-        module = site_frame.f_globals.get("__name__", "")
-        if not isinstance(module, str):
-            module = ""
-        creator = key if creator_frame is site_frame else describe(creator_frame)
-        ignored = bool(config.ignore) and _ignored(key, module, config.ignore)
-        site = Site(self, key, creator, module, ignored, config)
-        site.first_at = now
-        self.sites[key] = site
-        return site
-
-    @staticmethod
-    def _intern(stack: tuple[Frame, ...]) -> tuple[Frame, ...]:
-        if len(_frames) >= _MAX_INTERNED:
-            return stack
-        return tuple(_frames.setdefault(frame, frame) for frame in stack)
-
-    # -- corrections on rare paths --------------------------------------
-
-    def abandon(self, record: Record, *, refused: bool) -> None:
-        """Undo a creation whose constructor raised (``refused``: by a warning filter)."""
-        with _lock:
-            if _records.get(record.pool_id) is record:
-                del _records[record.pool_id]
-            site = record.site
-            record.mode = "abandoned"
-            site.created -= 1
-            site.live -= 1
-            if refused:
-                site.refused += 1
-            else:
-                site.attempts -= 1
-
-    # -- shutdown and collection ----------------------------------------
-
-    @staticmethod
-    def _drain() -> None:
-        """Account for pools collected without shutdown (call with ``_lock`` held)."""
-        while _collected:
-            record = _collected.popleft()
-            if getattr(record, "mode", None) is not None:
-                continue
-            if _records.get(record.pool_id) is record:
-                del _records[record.pool_id]
-            record.mode = "never"
-            site = record.site
-            site.never += 1
-            site.live -= 1
-            _count(site.max_workers, getattr(record, "max_workers", None))
-
-    # -- reporting -------------------------------------------------------
-
-    def _snapshot_site(
-        self, site: Site, open_workers: Optional[dict[str, int]] = None
-    ) -> SiteSnapshot:
-        _fold(site)
-        closed = site.context + site.wait + site.nowait + site.never
-        max_workers = {str(k): v for k, v in site.max_workers.items()}
-        if open_workers:
-            for k, v in open_workers.items():
-                max_workers[k] = max_workers.get(k, 0) + v
-        stacks = sorted(((n, s) for s, n in site.stacks.items()), key=lambda item: -item[0])
-        return SiteSnapshot(
-            file=site.file,
-            line=site.line,
-            function=site.function,
-            module=site.module,
-            creator=site.creator,
-            classes={
-                cls.__name__ if isinstance(cls, type) else str(cls): n
-                for cls, n in site.classes.items()
-            },
-            created=site.created,
-            refused=site.refused,
-            live=site.live,
-            peak_live=site.peak_live,
-            first_at=site.first_at - self.started,
-            last_at=site.last_at - self.started,
-            shutdown={
-                "context": site.context,
-                "wait": site.wait,
-                "nowait": site.nowait,
-                "never": site.never,
-                "open": site.created - closed,
-            },
-            nowait_pending=site.nowait_pending,
-            cancel_futures=site.cancel_futures,
-            threads=dict(site.threads),
-            max_workers=max_workers,
-            stacks=stacks,
-            stacks_captured=site.captured,
-            stacks_dropped=site.stacks_dropped,
-            churn=site.churn,
-            ignored=site.ignored,
-        )
+    # -- reporting -------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """Copy every site out, retiring finished and collected pools first."""
-        with _lock:
-            if _collected:
-                self._drain()
-            open_workers: dict[Site, dict[str, int]] = {}
-            for record in list(_records.values()):
-                site = record.site
-                if site.registry is self:
-                    table = open_workers.setdefault(site, {})
-                    key = str(getattr(record, "max_workers", None))
-                    table[key] = table.get(key, 0) + 1
-            sites = []
-            for site in self.sites.values():
-                if site.draining:
-                    _prune_all(site)
-                sites.append(self._snapshot_site(site, open_workers.get(site)))
-            elapsed = self.clock() - self.started
-        sites.sort(key=lambda s: (-(s.created + s.refused), s.file, s.line))
-        return Snapshot(
-            config=self.config,
-            started_wall=self.started_wall,
-            elapsed=elapsed,
-            sites=sites,
-            # Derived, not counted on the hot path.
-            pools=sum(s.created for s in sites),
-            refused=sum(s.refused for s in sites),
-            overflow=self.overflow,
-            peak_threads=self.peak_threads,
-        )
+        """Copy every site out, applying queued events and retiring finished pools first.
 
-    def reconfigure(self, config: Config) -> None:
-        """Apply a new configuration; every site re-checks its threshold at its next creation."""
-        with _lock:
-            self.config = config
-            for site in self.sites.values():
-                site.configure(config)
+        Waits (briefly, sleeping) for another thread that is applying events;
+        never for the call this one interrupted, which it cannot outwait: the
+        copy is then taken as it stands.
+        """
+        deadline = None
+        while True:
+            exact = owned(lambda: self._copy(exact=True), lambda: None)
+            if exact is not None:
+                return exact  # type: ignore[no-any-return]
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + _SNAPSHOT_PATIENCE
+            if now >= deadline or _owned_here():
+                return self._copy(exact=False)
+            time.sleep(0.001)
+
+    def _copy(self, exact: bool) -> Snapshot:
+        open_workers: dict[Site, dict[Optional[int], int]] = {}
+        for record in list(_records.values()):
+            if record.site.registry is self and record.state == 1:
+                table = open_workers.setdefault(record.site, {})
+                table[record.workers] = table.get(record.workers, 0) + 1
+        sites = []
+        for site in list(self.sites.values()):
+            if exact and site.draining:
+                _prune_all(site)
+            sites.append(view(site, exact, open_workers.get(site)))
+        sites.sort(key=lambda s: (-(s["created"] + s["refused"]), s["file"], s["line"]))
+        return Snapshot(self, sites, self.clock() - self.started)
 
     def forget_records(self) -> None:
         """Drop the records of this registry's open pools (on uninstall or reset).
@@ -687,113 +626,117 @@ class Registry:
         Their shutdowns can no longer be observed, so they stay ``open`` instead
         of turning into false ``never`` findings when collected.
         """
-        with _lock:
-            for pool_id, record in list(_records.items()):
-                if record.site.registry is self:
-                    del _records[pool_id]
+        for pool_id, record in list(_records.items()):
+            if record.site.registry is self and _records.get(pool_id) is record:
+                _records.pop(pool_id, None)
+                record.mode = "forgotten"  # its creation still counts, once applied
 
 
-def on_shutdown(
-    pool: object,
-    record: Record,
-    wait: object,
-    cancel_futures: object,
-    frame: Optional[FrameType],
-) -> None:
-    """The patched ``shutdown``'s hook: record how ``pool`` ends (first shutdown only).
+def _owned_here() -> bool:
+    """Whether the current thread is (probably) the one applying events.
 
-    ``context`` when the caller, past the class's own ``shutdown`` overrides,
-    is an ``__exit__`` of the class (a ``with`` block). Never raises.
+    Only consulted after a wait, to avoid waiting for ourselves: a report
+    made by a signal handler or finalizer that interrupted the owner.
     """
-    try:
-        if record() is not pool:
-            return
-        if not wait:
-            pending, threads = pending_and_workers(pool)
-            close(record, pool, "nowait", cancel_futures, pending, threads)
-            return
-        info = types.get(type(pool)) or type_info(type(pool))
-        skip = info.shutdown
-        while frame is not None and id(frame.f_code) in skip:
-            frame = frame.f_back
-        context = frame is not None and id(frame.f_code) in info.exit
-        close(record, pool, "context" if context else "wait", cancel_futures, False, None)
-    except Exception as exc:
-        internal_error("recording a pool shutdown", exc)
+    frame: Any = sys._getframe(1)
+    codes = (drain.__code__, owned.__code__)
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
 
 
-def close(
-    record: Record,
-    pool: object,
-    mode: str,
-    cancel_futures: object,
-    pending: bool,
-    threads: Optional[tuple[threading.Thread, ...]],
-) -> None:
-    """Record the first shutdown of ``pool`` (whose record is ``record``).
+def site_view(site: Site) -> dict[str, Any]:
+    """One site's :func:`view`, exact when the queue is free now (never waits)."""
+    result: dict[str, Any] = owned(lambda: view(site, True), lambda: view(site, False))
+    return result
 
-    Later shutdowns of the same pool find no record and change nothing.
+
+def view(
+    site: Site, exact: bool = True, open_workers: Optional[dict[Optional[int], int]] = None
+) -> dict[str, Any]:
+    """One site's counts as a plain dict (raw frames, times relative to the guard's start).
+
+    The keys are the report's site fields (see ``_schema``); this is the
+    one place that maps the counting slots to them.
     """
-    if record() is not pool:
-        return
-    _acquire()
-    try:
-        # Only the first shutdown finds the record (the pool is alive, so no
-        # other record can be filed under its id).
-        if _records.pop(record.pool_id, None) is not record:
-            return
-        record.mode = mode
-        site = record.site
-        if mode == "wait":
-            site.wait += 1
-        elif mode == "context":
-            site.context += 1
-        else:
-            site.nowait += 1
-        if cancel_futures:
-            site.cancel_futures += 1
-        try:
-            workers = record.max_workers
-        except AttributeError:  # the constructor has not returned yet
-            workers = None
-        table = site.max_workers
-        if workers in table:
-            table[workers] += 1
-        else:
-            _count(table, workers)
-        if pending:
-            site.nowait_pending += 1
-            if _live(threads):
-                record.threads = threads
-                site.draining.append(record)
-                return
-        site.live -= 1
-    finally:
-        _release()
+    if exact:
+        _fold(site)
+        run: dict[str, int] = {}
+        run_classes: dict[str, int] = {}
+    else:  # the fold is left to the owner; the current run is added to a copy
+        run = {site.run_thread: site.run} if site.run and site.run_thread else {}
+        run_classes = {site.run_class: site.run} if site.run and site.run_class else {}
+    started = site.registry.started
+    closed = site.context + site.wait + site.nowait + site.never
+    max_workers = {str(k): v for k, v in site.max_workers.items()}
+    for k, v in (open_workers or {}).items():
+        max_workers[str(k)] = max_workers.get(str(k), 0) + v
+    return {
+        "file": site.file,
+        "line": site.line,
+        "function": site.function,
+        "module": site.module,
+        "creator": site.creator,
+        "classes": _merged(site.classes, run_classes),
+        "created": site.created,
+        "refused": site.refused,
+        "live": site.live,
+        "peak_live": site.peak_live,
+        "first_at": site.first_at - started,
+        "last_at": site.last_at - started,
+        "shutdown": {
+            "context": site.context,
+            "wait": site.wait,
+            "nowait": site.nowait,
+            "never": site.never,
+            "open": site.created - closed,
+        },
+        "nowait_pending": site.nowait_pending,
+        "cancel_futures": site.cancel_futures,
+        "threads": _merged(site.threads, run),
+        "max_workers": max_workers,
+        "stacks": sorted(((n, s) for s, n in site.stacks.items()), key=lambda item: -item[0]),
+        "stack_sampling": {
+            "first": STACK_FIRST,
+            "every": STACK_EVERY,
+            "captured": site.captured,
+            "dropped": site.stacks_dropped,
+        },
+        "churn": site.churn,
+        "ignored": site.ignored,
+    }
 
 
-def _ignored(key: Frame, module: str, patterns: tuple[str, ...]) -> bool:
-    import fnmatch
+def _merged(table: dict[str, int], extra: dict[str, int]) -> dict[str, int]:
+    merged = dict(table)
+    for key, count in extra.items():
+        merged[key] = merged.get(key, 0) + count
+    return merged
 
-    file, line, function = key
-    candidates = (f"{file}:{line}", file, f"{module}.{function}", os.path.basename(file))
-    return any(fnmatch.fnmatchcase(c, p) for p in patterns for c in candidates)
 
+class Snapshot:
+    """Everything a report needs, copied out of one registry at one moment."""
 
-def reset_after_fork() -> None:
-    """Give a forked child a fresh lock and empty tables.
+    __slots__ = ("elapsed", "overflow", "peak_threads", "sites", "started_wall")
 
-    Another thread of the parent may have held the lock at the moment of the
-    fork; that thread does not exist in the child, so the lock is replaced, not
-    released.
-    """
-    global _lock, _acquire, _release
-    _lock = threading.Lock()
-    _acquire = _lock.acquire
-    _release = _lock.release
-    # Emptied in place: the patched methods hold these objects themselves.
-    _records.clear()
-    _collected.clear()
+    def __init__(self, registry: Registry, sites: list[dict[str, Any]], elapsed: float) -> None:
+        self.sites = sites
+        self.elapsed = elapsed
+        self.started_wall = registry.started_wall
+        self.overflow = registry.overflow
+        self.peak_threads = registry.peak_threads
+
+    @property
+    def pools(self) -> int:
+        """Pools built, over every site."""
+        return sum(site["created"] for site in self.sites)
+
+    @property
+    def refused(self) -> int:
+        """Attempts refused, over every site."""
+        return sum(site["refused"] for site in self.sites)
 
 
 def live_records() -> int:

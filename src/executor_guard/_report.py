@@ -17,13 +17,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
 from ._callsite import APP, classifier
-from ._registry import MAX_SITES, MAX_STACKS, STACK_EVERY, STACK_FIRST, SiteSnapshot, Snapshot
+from ._config import Config
+from ._registry import MAX_SITES, Snapshot
+from ._schema import FINDINGS, SHUTDOWN_MODES, SITE_FIELDS, findings, rate_per_min
 from ._version import __version__
 from .exceptions import ExecutorGuardError
 
 SCHEMA = 1
-FINDINGS = ("churn", "nowait_pending", "never_shutdown")
-SHUTDOWN_MODES = ("context", "wait", "nowait", "never", "open")
+__all__ = ["FINDINGS", "SHUTDOWN_MODES", "Report", "ReportFileError", "build", "load", "merge"]
 
 
 class ReportFileError(ExecutorGuardError):
@@ -54,48 +55,42 @@ def _frame(frame: tuple[str, int, str]) -> dict[str, Any]:
     return {"file": _abs(file), "line": line, "function": function, "app": _is_app(file)}
 
 
-def _site_dict(site: SiteSnapshot) -> dict[str, Any]:
-    creator_file, creator_line, creator_function = site.creator
-    return {
-        "file": _abs(site.file),
-        "line": site.line,
-        "function": site.function,
-        "module": site.module,
-        "creator": {"file": _abs(creator_file), "line": creator_line, "function": creator_function},
-        "classes": dict(site.classes),
-        "created": site.created,
-        "refused": site.refused,
-        "live": site.live,
-        "peak_live": site.peak_live,
-        "first_at": round(site.first_at, 6),
-        "last_at": round(site.last_at, 6),
-        "rate_per_min": site.rate_per_min,
-        "shutdown": dict(site.shutdown),
-        "nowait_pending": site.nowait_pending,
-        "cancel_futures": site.cancel_futures,
-        "threads": dict(site.threads),
-        "max_workers": dict(site.max_workers),
-        "findings": site.findings,
-        "ignored": site.ignored,
-        "stacks": [
-            {"count": count, "frames": [_frame(f) for f in frames]} for count, frames in site.stacks
-        ],
-        "stack_sampling": {
-            "first": STACK_FIRST,
-            "every": STACK_EVERY,
-            "captured": site.stacks_captured,
-            "dropped": site.stacks_dropped,
-        },
-    }
+#: How a registry view's value becomes the JSON value, where they differ.
+_WRITERS: dict[str, Any] = {
+    "file": _abs,
+    "creator": lambda frame: {"file": _abs(frame[0]), "line": frame[1], "function": frame[2]},
+    "first_at": lambda t: round(t, 6),
+    "last_at": lambda t: round(t, 6),
+    "stacks": lambda stacks: [
+        {"count": count, "frames": [_frame(f) for f in frames]} for count, frames in stacks
+    ],
+}
+#: Fields computed from the others rather than copied from the view.
+_DERIVED: dict[str, Any] = {"rate_per_min": rate_per_min, "findings": findings}
 
 
-def build(snapshot: Snapshot, figures: dict[str, Optional[int]], now: float) -> dict[str, Any]:
-    """The JSON report (PRODUCT.md's schema) for ``snapshot``."""
-    sites = [_site_dict(site) for site in snapshot.sites]
+def _site_dict(view: dict[str, Any]) -> dict[str, Any]:
+    site: dict[str, Any] = {}
+    for field in SITE_FIELDS:
+        name = field.name
+        derive = _DERIVED.get(name)
+        if derive is not None:
+            site[name] = derive(view)
+            continue
+        write = _WRITERS.get(name)
+        site[name] = write(view[name]) if write is not None else view[name]
+    return site
+
+
+def build(
+    snapshot: Snapshot, config: Config, figures: dict[str, Optional[int]], now: float
+) -> dict[str, Any]:
+    """The JSON report for ``snapshot`` (the schema the README documents)."""
+    sites = [_site_dict(view) for view in snapshot.sites]
     threads = figures.get("threads")
     peak = max(snapshot.peak_threads, threads or 0) or None
-    config = snapshot.config.to_dict()
-    config["max_sites"] = MAX_SITES
+    config_block = config.to_dict()
+    config_block["max_sites"] = MAX_SITES
     return {
         "schema": SCHEMA,
         "tool": {"name": "executor_guard", "version": __version__},
@@ -110,7 +105,7 @@ def build(snapshot: Snapshot, figures: dict[str, Optional[int]], now: float) -> 
             "rss_bytes": figures.get("rss_bytes"),
             "fds": figures.get("fds"),
         },
-        "config": config,
+        "config": config_block,
         "totals": {
             "pools": snapshot.pools,
             "refused": snapshot.refused,
@@ -354,18 +349,14 @@ _REQUIRED: dict[str, type] = {
     "totals": dict,
     "sites": list,
 }
-_SITE_REQUIRED: dict[str, type] = {
-    "file": str,
-    "line": int,
-    "function": str,
-    "created": int,
-    "shutdown": dict,
-    "findings": list,
-}
 
 
 def validate(data: object, path: str) -> dict[str, Any]:
-    """Return ``data`` if it is a report of a schema this version reads, else raise."""
+    """Return ``data`` if it is a report of a schema this version reads, else raise.
+
+    Every site field present is checked against the site schema; the
+    required ones must be present.
+    """
     if not isinstance(data, dict):
         raise ReportFileError(path, f"not an executor_guard report (a JSON {type(data).__name__})")
     if "schema" not in data or not isinstance(data.get("tool"), dict):
@@ -390,10 +381,17 @@ def validate(data: object, path: str) -> dict[str, Any]:
     for index, site in enumerate(data["sites"]):
         if not isinstance(site, dict):
             raise ReportFileError(path, f"malformed report: sites[{index}] is not an object")
-        for key, kind in _SITE_REQUIRED.items():
-            if not isinstance(site.get(key), kind):
+        for field in SITE_FIELDS:
+            if field.name not in site:
+                if field.required:
+                    raise ReportFileError(
+                        path, f"malformed report: sites[{index}].{field.name} is missing"
+                    )
+                continue
+            problem = field.check(site[field.name])
+            if problem is not None:
                 raise ReportFileError(
-                    path, f"malformed report: sites[{index}].{key} missing or wrong"
+                    path, f"malformed report: sites[{index}].{field.name}: {problem}"
                 )
     return data
 
@@ -418,11 +416,6 @@ def load(path: str) -> Report:
     return Report(validate(data, path))
 
 
-def _add(into: dict[str, int], table: dict[str, int]) -> None:
-    for key, count in table.items():
-        into[key] = into.get(key, 0) + count
-
-
 def merge(reports: Sequence[Report]) -> Report:
     """Merge reports (one per process) by call site; one report is returned as is."""
     if len(reports) == 1:
@@ -438,35 +431,13 @@ def merge(reports: Sequence[Report]) -> Report:
                 merged[key] = site
                 continue
             into["processes"] += 1
-            for field in ("created", "refused", "live", "nowait_pending", "cancel_futures"):
-                into[field] = into.get(field, 0) + site.get(field, 0)
-            into["peak_live"] = max(into.get("peak_live", 0), site.get("peak_live", 0))
-            into["first_at"] = min(into.get("first_at", 0.0), site.get("first_at", 0.0))
-            into["last_at"] = max(into.get("last_at", 0.0), site.get("last_at", 0.0))
-            rates = [
-                r for r in (into.get("rate_per_min"), site.get("rate_per_min")) if r is not None
-            ]
-            into["rate_per_min"] = round(sum(rates), 1) if rates else None
-            for table in ("shutdown", "classes", "threads", "max_workers"):
-                into[table] = dict(into.get(table, {}))
-                _add(into[table], site.get(table, {}))
-            into["findings"] = [
-                f for f in FINDINGS if f in into["findings"] or f in site["findings"]
-            ]
-            stacks: dict[str, dict[str, Any]] = {}
-            for stack in into.get("stacks", []) + site.get("stacks", []):
-                frames_key = json.dumps(stack["frames"], sort_keys=True)
-                if frames_key in stacks:
-                    stacks[frames_key]["count"] += stack["count"]
-                else:
-                    stacks[frames_key] = dict(stack)
-            into["stacks"] = sorted(stacks.values(), key=lambda s: -s["count"])[:MAX_STACKS]
-            sampling = dict(into.get("stack_sampling", {}))
-            for field in ("captured", "dropped"):
-                sampling[field] = sampling.get(field, 0) + site.get("stack_sampling", {}).get(
-                    field, 0
-                )
-            into["stack_sampling"] = sampling
+            for field in SITE_FIELDS:
+                name = field.name
+                if name in site:
+                    into[name] = field.merge(into[name], site[name]) if name in into else site[name]
+    for site in merged.values():
+        if "last_at" in site and "first_at" in site:
+            site["rate_per_min"] = rate_per_min(site)
     sites = sorted(
         merged.values(), key=lambda s: (-(s["created"] + s.get("refused", 0)), s["file"], s["line"])
     )

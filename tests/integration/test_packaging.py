@@ -1,4 +1,4 @@
-"""Packaging: without a working C compiler the install still succeeds, pure Python."""
+"""Packaging: one pure-Python wheel for any CPython 3.9+, with or without a compiler."""
 
 from __future__ import annotations
 
@@ -8,16 +8,11 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from .conftest import ROOT
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX compiler variables")
 
-
-def test_a_failed_c_build_gives_a_pure_python_wheel(tmp_path: Path) -> None:
-    env = dict(os.environ, CC="/bin/false")  # every compile fails
-    env.pop("EXECUTOR_GUARD_BUILD_PURE", None)
+def test_the_wheel_is_pure_python_even_with_a_compiler_that_fails(tmp_path: Path) -> None:
+    env = dict(os.environ, CC="/bin/false")  # nothing may need compiling
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
         env=env,
@@ -31,4 +26,4 @@ def test_a_failed_c_build_gives_a_pure_python_wheel(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "executor_guard.pth" in names
     assert "executor_guard/_guard.py" in names
-    assert not [n for n in names if "_speedups" in n]
+    assert not [n for n in names if n.endswith((".so", ".c", ".pyd"))]

@@ -15,6 +15,8 @@ import pytest
 import executor_guard
 from executor_guard import _patch, _registry
 
+from ..helpers import Harness
+
 pytestmark = pytest.mark.filterwarnings("ignore::executor_guard.ExecutorChurnWarning")
 
 _OURS = [tracemalloc.Filter(True, "*executor_guard*", all_frames=True)]
@@ -155,7 +157,7 @@ def test_install_and_uninstall_a_thousand_times_leaves_nothing_behind() -> None:
     assert vars(thread_module.ThreadPoolExecutor)["__init__"] is original
     assert sys.meta_path == meta_path
     assert len(warnings.filters) == filters
-    assert _patch._patched == []
+    assert _patch.PATCHES.patched == []
     assert _registry.live_records() == 0
     assert after - before < 64 * 1024, f"grew by {after - before} bytes\n{top(snapshot)}"
 
@@ -181,15 +183,13 @@ def test_memory_stays_bounded_over_a_million_creations_at_one_site() -> None:
     class Pool:
         pass
 
-    registry = _registry.Registry(executor_guard._config.Config(threshold=10**9))
-    key = ("/app.py", 1, "f")
-    frame = sys._getframe()
+    harness = Harness(executor_guard._config.Config(threshold=10**9))
 
     def create(n: int) -> None:
         for _ in range(n):
             pool = Pool()
-            record, _ = registry.enter(pool, key, registry.sites.get(key), frame, frame, None)
-            _registry.close(record, pool, "wait", False, False, None)  # type: ignore[arg-type]
+            harness.create(pool)
+            harness.close(pool, "wait")
 
     # One frame per trace keeps tracemalloc cheap; the guard's allocations are
     # made in its own frames, which the filter matches.
@@ -205,23 +205,20 @@ def test_memory_stays_bounded_over_a_million_creations_at_one_site() -> None:
     finally:
         tracemalloc.stop()
     assert after - before < 64 * 1024, f"grew by {after - before} bytes\n{top(snapshot)}"
-    assert registry.snapshot().sites[0].created == 1_000_000
+    assert harness.site()["created"] == 1_000_000
 
 
 def test_a_hundred_thousand_distinct_sites_stay_within_the_cap() -> None:
     class Pool:
         pass
 
-    registry = _registry.Registry(executor_guard._config.Config())
-    frame = sys._getframe()
+    harness = Harness(executor_guard._config.Config())
     for index in range(100_000):
         pool = Pool()
-        key = (f"/generated/module_{index}.py", 1, "f")
-        record, _ = registry.enter(pool, key, None, frame, frame, None)
-        if record is not None:
-            _registry.close(record, pool, "wait", False, False, None)
-    snapshot = registry.snapshot()
-    assert len(registry.sites) == _registry.MAX_SITES
+        harness.create(pool, (f"/generated/module_{index}.py", 1, "f"))
+        harness.close(pool, "wait")
+    snapshot = harness.registry.snapshot()
+    assert len(harness.registry.sites) == _registry.MAX_SITES
     assert snapshot.overflow == 100_000 - _registry.MAX_SITES
     assert snapshot.pools == _registry.MAX_SITES
 
