@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore::executor_guard.ExecutorChurnWarning")
@@ -299,3 +302,67 @@ def test_xdist_workers_are_guarded_and_the_summary_merges(pytester: pytest.Pytes
             "*test_across.py:5 in one_pool_per_call: 15 pools over 15 tests (threshold 10)",
         ]
     )
+
+
+def test_every_per_test_option_of_the_table_is_a_flag_and_an_ini_key(
+    pytester: pytest.Pytester,
+) -> None:
+    from executor_guard import _config
+
+    result = pytester.runpytest_subprocess("--help")
+    for option in _config.OPTIONS:
+        flag = "--executor-guard-" + (option.flag or "--")[2:]
+        ini = "executor_guard_" + option.name
+        if option.per_test:
+            result.stdout.fnmatch_lines([f"*{flag}*", f"*{ini} *"])
+        elif option.name != "mode":  # the plugin's own mode (fail, warn, ...) has that flag
+            result.stdout.no_fnmatch_line(f"*{flag}*")
+
+
+def test_per_test_options_come_from_flags_ini_and_environment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        """
+        import json
+
+        import pytest
+
+        def test_config(executor_guard):
+            print("CONFIG", json.dumps(executor_guard.report().to_dict()["config"]))
+
+        @pytest.mark.executor_guard(allow="*/generated/*")
+        def test_marker_adds_to_the_ignored_sites(executor_guard):
+            print("IGNORE", json.dumps(executor_guard.report().to_dict()["config"]["ignore"]))
+        """
+    )
+    pytester.makeini("[pytest]\nexecutor_guard_ignore =\n    */vendor/*\n    app.jobs.*\n")
+    monkeypatch.setenv("EXECUTOR_GUARD_STACK_DEPTH", "4")
+    monkeypatch.setenv("EXECUTOR_GUARD_WINDOW", "5")
+    result = pytester.runpytest_subprocess(
+        "-s", "--executor-guard-threshold", "7", "--executor-guard-window", "30"
+    )
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    printed = {
+        key: json.loads(found.group(1))
+        for key, found in (
+            ("CONFIG", re.search(r"CONFIG (\{.*\})", out)),
+            ("IGNORE", re.search(r"IGNORE (\[.*\])", out)),
+        )
+        if found is not None
+    }
+    expected: dict[str, object] = {
+        "mode": "log",
+        "threshold": 7,
+        "window": 30.0,
+        "stack_depth": 4,
+        "ignore": ["*/vendor/*", "app.jobs.*"],
+    }
+    assert expected == {key: printed["CONFIG"][key] for key in expected}
+    expected_ignore = ["*/vendor/*", "app.jobs.*", "*/generated/*"]
+    assert expected_ignore == printed["IGNORE"]
+    monkeypatch.setenv("EXECUTOR_GUARD_LOG_FORMAT", "xml")
+    bad = pytester.runpytest_subprocess()
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["ERROR: executor_guard: EXECUTOR_GUARD_LOG_FORMAT: invalid value*"])

@@ -1,12 +1,23 @@
-"""One frozen configuration object, built from keywords, the environment or the CLI.
+"""One frozen configuration object, and the one table of options that defines it.
+
+:data:`OPTIONS` has a row per option: its API keyword (also its key under
+``[tool.executor_guard]``), environment variable, command-line flag, parser,
+default and help. :class:`Config`, :func:`from_options`, :func:`from_environ`,
+:func:`to_environ`, the launcher's flags and the pytest plugin's options are
+all read off that table, so an option is added by adding a row.
 
 Every parser takes the value as given and the name of its source, so an error
 names exactly what to fix: ``EXECUTOR_GUARD_THRESHOLD: invalid value 'ten'
-(expected an integer >= 2)``.
+(expected an integer from 2 to 1000000000)``.
 
 Precedence, lowest first: defaults, environment, explicit options (keywords or
-command line). The environment is read only by :func:`from_environ`, which the
-start-up hook, the launcher and the pytest plugin call.
+command line). The environment is read only by :func:`from_environ` (and the
+pytest plugin, through the same rows); a variable that is unset or blank
+leaves its option as it is. Boolean variables all take ``0/1``, ``true/false``,
+``yes/no`` or ``on/off`` in any case (:func:`parse_bool`).
+
+This module is imported at interpreter start when ``EXECUTOR_GUARD`` is set:
+it imports nothing beyond ``math`` and our exceptions.
 """
 
 from __future__ import annotations
@@ -18,124 +29,22 @@ from .exceptions import ConfigError
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any, Optional
+
+    Parser = Callable[[Any, str], Any]
 
 MODES = ("warn", "log", "raise")
 LOG_FORMATS = ("console", "json")
 LOG_TARGETS = ("stderr", "logging")
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
 
-#: The environment variable for each option (the strict switch has no keyword).
-ENV = {
-    "mode": "EXECUTOR_GUARD",
-    "threshold": "EXECUTOR_GUARD_THRESHOLD",
-    "window": "EXECUTOR_GUARD_WINDOW",
-    "stack_depth": "EXECUTOR_GUARD_STACK_DEPTH",
-    "ignore": "EXECUTOR_GUARD_IGNORE",
-    "report_path": "EXECUTOR_GUARD_REPORT",
-    "log_format": "EXECUTOR_GUARD_LOG_FORMAT",
-    "log_target": "EXECUTOR_GUARD_LOG_TARGET",
-    "dump_signal": "EXECUTOR_GUARD_DUMP_SIGNAL",
-}
 STRICT_ENV = "EXECUTOR_GUARD_STRICT"
 
 MAX_THRESHOLD = 10**9
 MAX_STACK_DEPTH = 256
 MAX_WINDOW = 10.0**9
-
-
-_FIELDS = (
-    "mode",
-    "threshold",
-    "window",
-    "stack_depth",
-    "ignore",
-    "report_path",
-    "log_format",
-    "log_target",
-    "dump_signal",
-)
-
-
-class Config:
-    """What the guard does; see PRODUCT.md's option table for the meaning of each field.
-
-    Immutable. A plain slotted class rather than a dataclass: ``dataclasses``
-    imports ``inspect``, about 10 ms of interpreter start-up we do not spend.
-    """
-
-    __slots__ = _FIELDS
-
-    mode: str
-    threshold: int
-    window: Optional[float]
-    stack_depth: int
-    ignore: tuple[str, ...]
-    report_path: Optional[str]
-    log_format: str
-    log_target: str
-    dump_signal: Optional[str]
-
-    def __init__(
-        self,
-        mode: str = "warn",
-        threshold: int = 10,
-        window: Optional[float] = None,
-        stack_depth: int = 32,
-        ignore: tuple[str, ...] = (),
-        report_path: Optional[str] = None,
-        log_format: str = "console",
-        log_target: str = "stderr",
-        dump_signal: Optional[str] = None,
-    ) -> None:
-        values = (
-            mode,
-            threshold,
-            window,
-            stack_depth,
-            tuple(ignore),
-            report_path,
-            log_format,
-            log_target,
-            dump_signal,
-        )
-        for name, value in zip(_FIELDS, values):
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Config is immutable; use replace({name}=...)")
-
-    def options(self) -> dict[str, Any]:
-        """The fields as keywords (``install(**config.options())``)."""
-        return {name: getattr(self, name) for name in _FIELDS}
-
-    def replace(self, **changes: Any) -> Config:
-        """Return a copy with ``changes`` applied (already validated values)."""
-        options = self.options()
-        options.update(changes)
-        return Config(**options)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Config):
-            return NotImplemented
-        return self.options() == other.options()
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.options().values()))
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
-        return f"Config({fields})"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON report's ``config`` block."""
-        return {
-            "mode": self.mode,
-            "threshold": self.threshold,
-            "window": self.window,
-            "stack_depth": self.stack_depth,
-            "ignore": list(self.ignore),
-        }
 
 
 # -- parsers: (value, source) -> value, raising ConfigError naming the source --
@@ -151,6 +60,11 @@ def parse_mode(value: object, source: str, *, allow_one: bool = False) -> str:
             return text
     expected = "expected one of: " + ", ".join(MODES) + (", 1" if allow_one else "")
     raise ConfigError(source, value, expected)
+
+
+def parse_mode_variable(value: object, source: str) -> str:
+    """``EXECUTOR_GUARD``'s spelling of the mode: as :func:`parse_mode`, and ``1`` means ``log``."""
+    return parse_mode(value, source, allow_one=True)
 
 
 def parse_threshold(value: object, source: str) -> int:
@@ -237,6 +151,16 @@ def parse_choice(value: object, source: str, choices: tuple[str, ...]) -> str:
     raise ConfigError(source, value, "expected one of: " + ", ".join(choices))
 
 
+def parse_log_format(value: object, source: str) -> str:
+    """``console`` or ``json``."""
+    return parse_choice(value, source, LOG_FORMATS)
+
+
+def parse_log_target(value: object, source: str) -> str:
+    """``stderr`` or ``logging`` (the stdlib logger ``executor_guard``)."""
+    return parse_choice(value, source, LOG_TARGETS)
+
+
 def parse_signal(value: object, source: str) -> Optional[str]:
     """A signal name (``USR1``, ``SIGUSR1``) that exists on this platform, or None."""
     if value is None:
@@ -255,6 +179,19 @@ def parse_signal(value: object, source: str) -> Optional[str]:
     raise ConfigError(source, value, "expected a signal name such as USR1")
 
 
+def parse_bool(value: object, source: str) -> bool:
+    """A switch: True or False, or one of ``0/1 true/false yes/no on/off`` in any case."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in TRUE:
+            return True
+        if text in FALSE:
+            return False
+    raise ConfigError(source, value, "expected 0/1, true/false, yes/no or on/off")
+
+
 def _parse_int(value: object) -> Optional[int]:
     if isinstance(value, bool):
         return None
@@ -269,17 +206,246 @@ def _parse_int(value: object) -> Optional[int]:
     return None
 
 
-_KEYWORD_PARSERS: dict[str, Any] = {
-    "mode": parse_mode,
-    "threshold": parse_threshold,
-    "window": parse_window,
-    "stack_depth": parse_stack_depth,
-    "ignore": parse_ignore,
-    "report_path": parse_report_path,
-    "log_format": lambda v, s: parse_choice(v, s, LOG_FORMATS),
-    "log_target": lambda v, s: parse_choice(v, s, LOG_TARGETS),
-    "dump_signal": parse_signal,
-}
+# -- the table ------------------------------------------------------------------
+
+
+class Option:
+    """One row of :data:`OPTIONS`: an option in each of its spellings.
+
+    ``name`` is the API keyword, the :class:`Config` field and the key under
+    ``[tool.executor_guard]`` (``pyproject``). ``env`` and ``flag`` are None
+    where the option has no such spelling. ``parse`` validates a value from
+    any source; ``env_parse`` replaces it for the variable's text where that
+    is spelled differently, and ``unset`` lists the texts that leave the
+    option as it is. ``repeatable`` options take the flag more than once and
+    a comma-separated variable. ``reported`` options appear in the JSON
+    report's ``config`` block; ``per_test`` ones are offered by the pytest
+    plugin for each test.
+    """
+
+    __slots__ = (
+        "default",
+        "env",
+        "env_parse",
+        "flag",
+        "help",
+        "metavar",
+        "name",
+        "parse",
+        "per_test",
+        "pyproject",
+        "repeatable",
+        "reported",
+        "unset",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        env: Optional[str],
+        flag: Optional[str],
+        metavar: Optional[str] = None,
+        parse: Parser,
+        default: Any,
+        help: str,
+        env_parse: Optional[Parser] = None,
+        unset: tuple[str, ...] = ("",),
+        repeatable: bool = False,
+        reported: bool = False,
+        per_test: bool = False,
+    ) -> None:
+        self.name = name
+        self.pyproject = name
+        self.env = env
+        self.flag = flag
+        self.metavar = metavar
+        self.parse = parse
+        self.default = default
+        self.help = help
+        self.env_parse = env_parse if env_parse is not None else parse
+        self.unset = unset
+        self.repeatable = repeatable
+        self.reported = reported
+        self.per_test = per_test
+
+    def __repr__(self) -> str:
+        return f"<Option {self.name}>"
+
+
+OPTIONS = (
+    Option(
+        "mode",
+        env="EXECUTOR_GUARD",
+        flag="--mode",
+        parse=parse_mode,
+        env_parse=parse_mode_variable,
+        unset=("", "0"),
+        default="warn",
+        help="warn (default), log or raise when a call site crosses the threshold",
+        reported=True,
+    ),
+    Option(
+        "threshold",
+        env="EXECUTOR_GUARD_THRESHOLD",
+        flag="--threshold",
+        metavar="N",
+        parse=parse_threshold,
+        default=10,
+        help="pools created at one call site that make it churn (default 10)",
+        reported=True,
+        per_test=True,
+    ),
+    Option(
+        "window",
+        env="EXECUTOR_GUARD_WINDOW",
+        flag="--window",
+        metavar="SECONDS",
+        parse=parse_window,
+        default=None,
+        help="count creations within this many seconds (default: the whole run)",
+        reported=True,
+        per_test=True,
+    ),
+    Option(
+        "stack_depth",
+        env="EXECUTOR_GUARD_STACK_DEPTH",
+        flag="--stack-depth",
+        metavar="N",
+        parse=parse_stack_depth,
+        default=32,
+        help="frames kept per creation stack (default 32)",
+        reported=True,
+        per_test=True,
+    ),
+    Option(
+        "ignore",
+        env="EXECUTOR_GUARD_IGNORE",
+        flag="--ignore",
+        metavar="PATTERN",
+        parse=parse_ignore,
+        default=(),
+        help="glob matched against path:line, path or module.function (repeatable)",
+        repeatable=True,
+        reported=True,
+        per_test=True,
+    ),
+    Option(
+        "report_path",
+        env="EXECUTOR_GUARD_REPORT",
+        flag="--report",
+        metavar="PATH",
+        parse=parse_report_path,
+        default=None,
+        help="write the JSON report here at exit; {pid} expands",
+    ),
+    Option(
+        "log_format",
+        env="EXECUTOR_GUARD_LOG_FORMAT",
+        flag="--log-format",
+        metavar="{console,json}",
+        parse=parse_log_format,
+        default="console",
+        help="console (default) or json, for the log mode",
+        per_test=True,
+    ),
+    Option(
+        "log_target",
+        env="EXECUTOR_GUARD_LOG_TARGET",
+        flag="--log-target",
+        metavar="{stderr,logging}",
+        parse=parse_log_target,
+        default="stderr",
+        help="stderr (default) or logging (the stdlib logger 'executor_guard')",
+        per_test=True,
+    ),
+    Option(
+        "dump_signal",
+        env="EXECUTOR_GUARD_DUMP_SIGNAL",
+        flag="--dump-signal",
+        metavar="NAME",
+        parse=parse_signal,
+        default=None,
+        help="write the report on this signal (e.g. USR1) without stopping the program",
+    ),
+)
+
+#: The rows by name.
+BY_NAME = {option.name: option for option in OPTIONS}
+
+#: The environment variable for each option that has one.
+ENV = {option.name: option.env for option in OPTIONS if option.env is not None}
+
+_NAMES = tuple(option.name for option in OPTIONS)
+
+
+class Config:
+    """What the guard does: one field per row of :data:`OPTIONS`, in its order.
+
+    Immutable, and holding already validated values (:func:`from_options`
+    validates). A plain slotted class rather than a dataclass: ``dataclasses``
+    imports ``inspect``, about 10 ms of interpreter start-up we do not spend.
+    The annotations below are for type checkers; a test keeps them in step
+    with the table.
+    """
+
+    __slots__ = _NAMES
+
+    mode: str
+    threshold: int
+    window: Optional[float]
+    stack_depth: int
+    ignore: tuple[str, ...]
+    report_path: Optional[str]
+    log_format: str
+    log_target: str
+    dump_signal: Optional[str]
+
+    def __init__(self, **values: Any) -> None:
+        for option in OPTIONS:
+            value = values.pop(option.name, option.default)
+            if option.repeatable:
+                value = tuple(value)
+            object.__setattr__(self, option.name, value)
+        if values:
+            raise TypeError(f"Config() got an unexpected keyword argument {next(iter(values))!r}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Config is immutable; use replace({name}=...)")
+
+    def options(self) -> dict[str, Any]:
+        """The fields as keywords (``install(**config.options())``)."""
+        return {name: getattr(self, name) for name in _NAMES}
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with ``changes`` applied (already validated values)."""
+        options = self.options()
+        options.update(changes)
+        return Config(**options)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self.options() == other.options()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.options().values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"Config({fields})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report's ``config`` block: the ``reported`` options."""
+        block: dict[str, Any] = {}
+        for option in OPTIONS:
+            if option.reported:
+                value = getattr(self, option.name)
+                block[option.name] = list(value) if option.repeatable else value
+        return block
+
+
+# -- the three ways in ------------------------------------------------------------
 
 
 def from_options(base: Optional[Config] = None, /, **options: Any) -> Config:
@@ -287,59 +453,75 @@ def from_options(base: Optional[Config] = None, /, **options: Any) -> Config:
     config = base if base is not None else Config()
     changes: dict[str, Any] = {}
     for key, value in options.items():
-        parser = _KEYWORD_PARSERS.get(key)
-        if parser is None:
-            known = ", ".join(sorted(_KEYWORD_PARSERS))
+        option = BY_NAME.get(key)
+        if option is None:
+            known = ", ".join(sorted(BY_NAME))
             raise TypeError(f"unknown executor_guard option {key!r} (known: {known})")
-        changes[key] = parser(value, f"{key}=")
+        changes[key] = option.parse(value, f"{key}=")
     return config.replace(**changes) if changes else config
+
+
+def variable(option: Option, environ: Mapping[str, str]) -> Optional[str]:
+    """The text of ``option``'s variable when it asks for something, else None."""
+    if option.env is None:
+        return None
+    raw = environ.get(option.env)
+    if raw is None or raw.strip().lower() in option.unset:
+        return None
+    return raw
 
 
 def mode_from_environ(environ: Mapping[str, str]) -> Optional[str]:
     """The mode that ``EXECUTOR_GUARD`` asks for, or None when the guard is off."""
-    raw = environ.get(ENV["mode"], "")
-    if raw.strip() in ("", "0"):
-        return None
-    return parse_mode(raw, ENV["mode"], allow_one=True)
+    option = BY_NAME["mode"]
+    raw = variable(option, environ)
+    return None if raw is None else option.env_parse(raw, option.env or "")
 
 
 def from_environ(environ: Mapping[str, str], base: Optional[Config] = None) -> Config:
-    """Read every ``EXECUTOR_GUARD_*`` option over ``base``; the mode only if set."""
+    """Read every ``EXECUTOR_GUARD*`` option over ``base`` (defaults when None)."""
     config = base if base is not None else Config()
     changes: dict[str, Any] = {}
-    mode = mode_from_environ(environ)
-    if mode is not None:
-        changes["mode"] = mode
-    for key, name in ENV.items():
-        if key == "mode" or name not in environ:
-            continue
-        raw = environ[name]
-        if key in ("window", "report_path", "ignore", "dump_signal") and not raw.strip():
-            continue
-        changes[key] = _KEYWORD_PARSERS[key](raw, name)
+    for option in OPTIONS:
+        raw = variable(option, environ)
+        if raw is not None:
+            changes[option.name] = option.env_parse(raw, option.env or "")
     return config.replace(**changes) if changes else config
 
 
 def to_environ(config: Config) -> dict[str, str]:
-    """The environment variables that reproduce ``config`` in a child process."""
-    env = {
-        ENV["mode"]: config.mode,
-        ENV["threshold"]: str(config.threshold),
-        ENV["stack_depth"]: str(config.stack_depth),
-        ENV["log_format"]: config.log_format,
-        ENV["log_target"]: config.log_target,
-    }
-    if config.window is not None:
-        env[ENV["window"]] = repr(config.window)
-    if config.ignore:
-        env[ENV["ignore"]] = ",".join(config.ignore)
-    if config.report_path is not None:
-        env[ENV["report_path"]] = config.report_path
-    if config.dump_signal is not None:
-        env[ENV["dump_signal"]] = config.dump_signal
+    """The environment variables that reproduce ``config`` in a child process.
+
+    Options without a value (None, no patterns) are left out: a child then
+    takes their defaults.
+    """
+    env: dict[str, str] = {}
+    for option in OPTIONS:
+        if option.env is None:
+            continue
+        text = _text(getattr(config, option.name))
+        if text:
+            env[option.env] = text
     return env
 
 
+def _text(value: object) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
 def strict_from_environ(environ: Mapping[str, str]) -> bool:
-    """Whether ``EXECUTOR_GUARD_STRICT`` asks bad configuration to stop the process."""
-    return environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """Whether ``EXECUTOR_GUARD_STRICT`` asks bad configuration to stop the process.
+
+    Unset or blank is False; a value :func:`parse_bool` refuses raises
+    :class:`~executor_guard.ConfigError` naming the variable.
+    """
+    raw = environ.get(STRICT_ENV, "")
+    return parse_bool(raw, STRICT_ENV) if raw.strip() else False

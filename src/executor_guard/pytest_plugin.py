@@ -14,8 +14,12 @@ all tests, so a helper that builds one pool per call, called once per test,
 shows up in the terminal summary with the tests that hit it
 (``--executor-guard-fail-session`` makes that fail the run).
 
-Precedence: command line, then ini, then environment; a bad value names its
-source. Works with pytest-xdist: every worker is guarded and sends its counts
+Options are read off the same table as the launcher's (``_config.OPTIONS``):
+each per-test option of the guard (threshold, window, stack depth, ignore,
+log format and target) is ``--executor-guard-FLAG``, the ini key
+``executor_guard_NAME`` and its environment variable. Precedence: command
+line, then ini, then environment; a bad value names its source. Works with
+pytest-xdist: every worker is guarded and sends its counts
 to the controller, which prints the summary.
 """
 
@@ -36,43 +40,122 @@ _STASH: pytest.StashKey[_Plugin] = pytest.StashKey()
 _TEST_GUARD: pytest.StashKey[Any] = pytest.StashKey()
 
 
+def _plugin_mode(value: object, source: str) -> str:
+    return _config.parse_choice(value, source, PLUGIN_MODES)
+
+
+def _plugin_mode_variable(value: object, source: str) -> str:
+    """``EXECUTOR_GUARD=warn`` and ``raise`` carry over; any other value means ``fail``."""
+    text = str(value).strip().lower()
+    return text if text in ("warn", "raise") else "fail"
+
+
+def _enabled_variable(value: object, source: str) -> bool:
+    return True  # any value that is not blank or 0 (the row's unset) switches the guard on
+
+
+class _Spelling:
+    """An option as the plugin spells it: a command-line flag and an ini key."""
+
+    __slots__ = ("flag", "ini", "option")
+
+    def __init__(self, option: _config.Option, flag: str, ini: str) -> None:
+        self.option = option
+        self.flag = flag
+        self.ini = ini
+
+
+#: The plugin's own options, in the rows' shape; then the guard's per-test rows.
+_ENABLED = _Spelling(
+    _config.Option(
+        "enabled",
+        env="EXECUTOR_GUARD",
+        flag="--executor-guard",
+        parse=_config.parse_bool,
+        env_parse=_enabled_variable,
+        unset=("", "0"),
+        default=False,
+        help="guard every test: fail a test in which one call site creates pools repeatedly",
+    ),
+    "--executor-guard",
+    "executor_guard",
+)
+_MODE = _Spelling(
+    _config.Option(
+        "mode",
+        env="EXECUTOR_GUARD",
+        flag="--executor-guard-mode",
+        metavar="MODE",
+        parse=_plugin_mode,
+        env_parse=_plugin_mode_variable,
+        unset=("", "0"),
+        default="fail",
+        help="fail (default: fail the test phase), raise (at the constructor), warn or log",
+    ),
+    "--executor-guard-mode",
+    "executor_guard_mode",
+)
+_FAIL_SESSION = _Spelling(
+    _config.Option(
+        "fail_session",
+        env=None,
+        flag="--executor-guard-fail-session",
+        parse=_config.parse_bool,
+        default=False,
+        help="fail the run when a call site churns across tests (see the summary)",
+    ),
+    "--executor-guard-fail-session",
+    "executor_guard_fail_session",
+)
+_PER_TEST = tuple(
+    _Spelling(option, "--executor-guard-" + option.flag[2:], "executor_guard_" + option.name)
+    for option in _config.OPTIONS
+    if option.per_test and option.flag is not None
+)
+_SPELLINGS = (_ENABLED, _MODE, *_PER_TEST, _FAIL_SESSION)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("executor_guard", "find code that creates pools over and over")
-    group.addoption(
-        "--executor-guard",
-        action="store_true",
-        default=None,
-        help="guard every test: fail a test in which one call site creates pools repeatedly",
-    )
-    group.addoption(
-        "--executor-guard-mode",
-        default=None,
-        metavar="MODE",
-        help="fail (default: fail the test phase), raise (at the constructor), warn or log",
-    )
-    group.addoption(
-        "--executor-guard-threshold",
-        default=None,
-        metavar="N",
-        help="pools at one call site within one test that fail it (default 10)",
-    )
-    group.addoption(
-        "--executor-guard-fail-session",
-        action="store_true",
-        default=None,
-        help="fail the run when a call site churns across tests (see the summary)",
-    )
-    parser.addini(
-        "executor_guard", "enable executor_guard for every test", type="bool", default=None
-    )
-    parser.addini("executor_guard_mode", "fail, raise, warn or log", default=None)
-    parser.addini("executor_guard_threshold", "pools per call site per test", default=None)
-    parser.addini(
-        "executor_guard_fail_session",
-        "fail the run on churn across tests",
-        type="bool",
-        default=None,
-    )
+    for spelling in _SPELLINGS:
+        option = spelling.option
+        if option.parse is _config.parse_bool:
+            group.addoption(
+                spelling.flag,
+                dest=spelling.ini,
+                action="store_true",
+                default=None,
+                help=option.help,
+            )
+            parser.addini(spelling.ini, option.help, type="bool", default=None)
+        else:
+            group.addoption(
+                spelling.flag,
+                dest=spelling.ini,
+                action="append" if option.repeatable else "store",
+                default=None,
+                metavar=option.metavar or option.name.upper(),
+                help=option.help,
+            )
+            if option.repeatable:
+                parser.addini(spelling.ini, option.help, type="linelist", default=None)
+            else:
+                parser.addini(spelling.ini, option.help, default=None)
+
+
+def _resolve(config: pytest.Config, spelling: _Spelling) -> Any:
+    """An option's value: command line, then ini, then environment, then its default."""
+    option = spelling.option
+    given = config.getoption(spelling.ini)
+    if given not in (None, "", []):
+        return option.parse(given, spelling.flag)
+    ini = config.getini(spelling.ini)
+    if ini not in (None, "", []):
+        return option.parse(ini, f"ini option {spelling.ini}")
+    raw = _config.variable(option, os.environ)
+    if raw is not None and option.env is not None:
+        return option.env_parse(raw, option.env)
+    return option.default
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,52 +175,18 @@ class _Settings:
     """The plugin's options, resolved from command line, ini and environment."""
 
     def __init__(self, config: pytest.Config) -> None:
-        environ = os.environ
-        env_mode = environ.get("EXECUTOR_GUARD", "").strip()
-        self.enabled = bool(
-            _first(config.getoption("executor_guard"), config.getini("executor_guard"))
-            or env_mode not in ("", "0")
+        self.enabled: bool = _resolve(config, _ENABLED)
+        self.mode: str = _resolve(config, _MODE)
+        self.fail_session: bool = _resolve(config, _FAIL_SESSION)
+        #: Each test's configuration before its marker and mode apply.
+        self.base = _config.Config(
+            **{spelling.option.name: _resolve(config, spelling) for spelling in _PER_TEST}
         )
-        mode, source = _pick(
-            (config.getoption("executor_guard_mode"), "--executor-guard-mode"),
-            (config.getini("executor_guard_mode"), "ini option executor_guard_mode"),
-        )
-        if mode is None:
-            self.mode = "fail"
-            if env_mode.lower() in ("warn", "raise"):
-                self.mode = env_mode.lower()
-        else:
-            self.mode = _config.parse_choice(mode, source, PLUGIN_MODES)
-        threshold, source = _pick(
-            (config.getoption("executor_guard_threshold"), "--executor-guard-threshold"),
-            (config.getini("executor_guard_threshold"), "ini option executor_guard_threshold"),
-            (environ.get("EXECUTOR_GUARD_THRESHOLD"), "EXECUTOR_GUARD_THRESHOLD"),
-        )
-        self.threshold = 10 if threshold is None else _config.parse_threshold(threshold, source)
-        self.fail_session = bool(
-            _first(
-                config.getoption("executor_guard_fail_session"),
-                config.getini("executor_guard_fail_session"),
-            )
-        )
+        self.threshold = self.base.threshold
 
 
 def _sites(count: int) -> str:
     return f"{count} call site" + ("" if count == 1 else "s")
-
-
-def _first(*values: Any) -> Any:
-    for value in values:
-        if value is not None and value != "":
-            return value
-    return None
-
-
-def _pick(*candidates: tuple[Any, str]) -> tuple[Any, str]:
-    for value, source in candidates:
-        if value is not None and value != "":
-            return value, source
-    return None, ""
 
 
 class _Plugin:
@@ -162,8 +211,7 @@ class _Plugin:
         )
 
     def _test_config(self, item: pytest.Item) -> tuple[_config.Config, str]:
-        threshold = self.settings.threshold
-        ignore: tuple[str, ...] = ()
+        config = self.settings.base
         marker = item.get_closest_marker("executor_guard")
         if marker is not None:
             source = f"@pytest.mark.executor_guard on {item.nodeid}"
@@ -171,16 +219,17 @@ class _Plugin:
                 threshold = _config.parse_threshold(
                     marker.kwargs["threshold"], f"{source}: threshold"
                 )
+                config = config.replace(threshold=threshold)
             allow = marker.kwargs.get("allow")
             if allow is True:
-                ignore = ("*",)
+                config = config.replace(ignore=(*config.ignore, "*"))
             elif allow:
-                ignore = _config.parse_ignore(
+                allowed = _config.parse_ignore(
                     [allow] if isinstance(allow, str) else list(allow), f"{source}: allow"
                 )
+                config = config.replace(ignore=(*config.ignore, *allowed))
         mode = self.settings.mode
-        guard_mode = "log" if mode == "fail" else mode
-        return _config.Config(mode=guard_mode, threshold=threshold, ignore=ignore), mode
+        return config.replace(mode="log" if mode == "fail" else mode), mode
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_protocol(
