@@ -1,14 +1,140 @@
-"""Configuration parsing: every bad value names its source and the value."""
+"""Configuration: one table of options, and every bad value names its source and the value."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import executor_guard
-from executor_guard import ConfigError, _config
-from executor_guard._config import Config
+from executor_guard import ConfigError, _cli, _config
+from executor_guard._config import OPTIONS, Config
+
+#: For each row of the table, a value other than its default in each spelling:
+#: (keyword value, variable text, command-line arguments, the parsed value).
+SAMPLES: dict[str, tuple[Any, str, list[str], Any]] = {
+    "mode": ("raise", "RAISE", ["--mode", "raise"], "raise"),
+    "threshold": (25, "25", ["--threshold", "25"], 25),
+    "window": (60, "60", ["--window", "60"], 60.0),
+    "stack_depth": (8, "8", ["--stack-depth", "8"], 8),
+    "ignore": (
+        ["*/vendor/*", "app.jobs.*"],
+        "*/vendor/*, app.jobs.*",
+        ["--ignore", "*/vendor/*", "--ignore", "app.jobs.*"],
+        ("*/vendor/*", "app.jobs.*"),
+    ),
+    "report_path": (
+        "/tmp/r-{pid}.json",
+        "/tmp/r-{pid}.json",
+        ["--report", "/tmp/r-{pid}.json"],
+        "/tmp/r-{pid}.json",
+    ),
+    "log_format": ("json", "json", ["--log-format", "json"], "json"),
+    "log_target": ("logging", "logging", ["--log-target", "logging"], "logging"),
+    "dump_signal": ("USR1", "usr1", ["--dump-signal", "SIGUSR1"], "SIGUSR1"),
+}
+
+
+def test_every_row_has_a_sample_and_every_spelling() -> None:
+    assert sorted(SAMPLES) == sorted(option.name for option in OPTIONS)
+    for option in OPTIONS:
+        assert (option.env, option.flag) != (None, None), option
+        assert option.pyproject == option.name
+        assert option.help
+
+
+def test_config_has_a_field_per_row_in_order_with_the_rows_defaults() -> None:
+    names = [option.name for option in OPTIONS]
+    assert names == list(Config.__slots__)
+    assert names == list(Config.__annotations__)
+    assert {option.name: option.default for option in OPTIONS} == Config().options()
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_row_is_reachable_by_keyword_environment_and_command_line(name: str) -> None:
+    option = _config.BY_NAME[name]
+    keyword, text, args, expected = SAMPLES[name]
+    assert expected != option.default
+    assert expected == getattr(_config.from_options(**{name: keyword}), name)
+    assert option.env is not None
+    assert expected == getattr(_config.from_environ({option.env: text}), name)
+    namespace = _cli._run_parser().parse_args([*args, "app.py"])
+    assert {name: expected} == _cli.options_given(namespace, OPTIONS)
+
+
+def test_every_row_round_trips_through_the_environment() -> None:
+    config = _config.from_options(**{name: sample[0] for name, sample in SAMPLES.items()})
+    assert config == Config(**{name: sample[3] for name, sample in SAMPLES.items()})
+    exported = _config.to_environ(config)
+    assert sorted(exported) == sorted(option.env for option in OPTIONS if option.env)
+    assert config == _config.from_environ(exported)
+    assert {"EXECUTOR_GUARD": "warn", "EXECUTOR_GUARD_THRESHOLD": "10"}.items() <= (
+        _config.to_environ(Config()).items()
+    )
+    assert Config() == _config.from_environ(_config.to_environ(Config()))
+
+
+def test_a_blank_variable_leaves_its_option_as_it_is() -> None:
+    base = Config(**{name: sample[3] for name, sample in SAMPLES.items()})
+    blank = {option.env: " " for option in OPTIONS if option.env is not None}
+    assert base == _config.from_environ(blank, base)
+
+
+def test_the_report_block_holds_the_reported_rows() -> None:
+    expected = {"mode": "warn", "threshold": 10, "window": None, "stack_depth": 32, "ignore": []}
+    assert expected == Config().to_dict()
+    assert [option.name for option in OPTIONS if option.reported] == list(expected)
+
+
+def test_config_refuses_unknown_fields_and_changes() -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'treshold'"):
+        Config(treshold=3)
+    with pytest.raises(AttributeError, match="immutable"):
+        Config().threshold = 3  # type: ignore[misc]
+    assert Config(ignore=["a"]).ignore == ("a",)
+
+
+def test_a_boolean_row_is_a_switch_on_the_command_line() -> None:
+    switch = _config.Option(
+        "sigterm", env=None, flag="--sigterm", parse=_config.parse_bool, default=False, help="h"
+    )
+    parser = _cli._Parser()
+    _cli.add_options(parser, [switch])
+    on, off = parser.parse_args(["--sigterm"]), parser.parse_args([])
+    expected: dict[str, Any] = {"sigterm": True}
+    assert expected == _cli.options_given(on, [switch])
+    expected = {}
+    assert expected == _cli.options_given(off, [switch])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        *((word, True) for word in ("1", "true", "TRUE", "Yes", "on", " On ")),
+        *((word, False) for word in ("0", "false", "False", "NO", "off", "oFF")),
+    ],
+)
+def test_boolean_spellings(text: str, expected: bool) -> None:
+    assert expected is _config.parse_bool(text, "X")
+    assert expected is _config.strict_from_environ({"EXECUTOR_GUARD_STRICT": text})
+
+
+def test_a_blank_or_missing_boolean_variable_is_false() -> None:
+    assert _config.strict_from_environ({}) is False
+    assert _config.strict_from_environ({"EXECUTOR_GUARD_STRICT": " "}) is False
+
+
+@pytest.mark.parametrize("text", ["2", "maybe", "enabled", "y", "t"])
+def test_an_unknown_boolean_value_is_refused_naming_the_variable(text: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        _config.strict_from_environ({"EXECUTOR_GUARD_STRICT": text})
+    expected = (
+        f"EXECUTOR_GUARD_STRICT: invalid value {text!r} "
+        "(expected 0/1, true/false, yes/no or on/off)"
+    )
+    assert expected == str(excinfo.value)
 
 
 def test_defaults_match_the_product_contract() -> None:
@@ -119,7 +245,8 @@ def test_parsers_either_accept_or_raise_config_error_for_any_text(text: str) -> 
         _config.parse_ignore,
         _config.parse_report_path,
         _config.parse_signal,
-        lambda v, s: _config.parse_mode(v, s, allow_one=True),
+        _config.parse_bool,
+        *(option.env_parse for option in OPTIONS),
     ):
         try:
             parse(text, "SOURCE")

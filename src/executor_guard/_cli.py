@@ -55,6 +55,53 @@ def _choice(choices: tuple[str, ...]) -> Any:
     return _typed(lambda value, source: _config.parse_choice(value, source, choices))
 
 
+def add_options(parser: argparse.ArgumentParser, options: Sequence[_config.Option]) -> None:
+    """A flag for each option that has one, its value stored under the option's name.
+
+    A value is parsed as it is read, so a bad one is argparse's one-line
+    usage error; a repeatable flag collects its values, parsed as a whole by
+    :func:`options_given`.
+    """
+    for option in options:
+        if option.flag is None:
+            continue
+        if option.parse is _config.parse_bool:
+            parser.add_argument(
+                option.flag, dest=option.name, action="store_true", default=None, help=option.help
+            )
+        elif option.repeatable:
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                action="append",
+                default=None,
+                metavar=option.metavar,
+                help=option.help,
+            )
+        else:
+            parser.add_argument(
+                option.flag,
+                dest=option.name,
+                type=_typed(option.parse),
+                default=None,
+                metavar=option.metavar,
+                help=option.help,
+            )
+
+
+def options_given(
+    namespace: argparse.Namespace, options: Sequence[_config.Option]
+) -> dict[str, Any]:
+    """The validated values of the flags given on the command line, by option name."""
+    given: dict[str, Any] = {}
+    for option in options:
+        value = getattr(namespace, option.name, None)
+        if option.flag is None or value is None:
+            continue
+        given[option.name] = option.parse(value, option.flag) if option.repeatable else value
+    return given
+
+
 def _run_parser() -> _Parser:
     parser = _Parser(
         prog=PROG,
@@ -69,74 +116,13 @@ def _run_parser() -> _Parser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"executor_guard {__version__}")
-    parser.add_argument(
-        "--mode",
-        type=_typed(_config.parse_mode),
-        default=None,
-        help="warn (default), log or raise when a call site crosses the threshold",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=_typed(_config.parse_threshold),
-        default=None,
-        metavar="N",
-        help="pools created at one call site that make it churn (default 10)",
-    )
-    parser.add_argument(
-        "--window",
-        type=_typed(_config.parse_window),
-        default=None,
-        metavar="SECONDS",
-        help="count creations within this many seconds (default: the whole run)",
-    )
-    parser.add_argument(
-        "--stack-depth",
-        type=_typed(_config.parse_stack_depth),
-        default=None,
-        metavar="N",
-        help="frames kept per creation stack (default 32)",
-    )
-    parser.add_argument(
-        "--ignore",
-        action="append",
-        default=None,
-        metavar="PATTERN",
-        help="glob matched against path:line, path or module.function (repeatable)",
-    )
-    parser.add_argument(
-        "--report",
-        type=_typed(_config.parse_report_path),
-        default=None,
-        metavar="PATH",
-        help="write the JSON report here at exit; {pid} expands",
-    )
-    parser.add_argument(
-        "--log-format",
-        type=_choice(_config.LOG_FORMATS),
-        default=None,
-        metavar="{console,json}",
-        help="console (default) or json, for --mode log",
-    )
-    parser.add_argument(
-        "--log-target",
-        type=_choice(_config.LOG_TARGETS),
-        default=None,
-        metavar="{stderr,logging}",
-        help="stderr (default) or logging (the stdlib logger 'executor_guard')",
-    )
+    add_options(parser, _config.OPTIONS)
     parser.add_argument(
         "--fail-on",
         type=_choice(FAIL_ON),
         default="never",
         metavar="{never,churn,any}",
         help="exit with status 3 when the program exited 0 but findings of this level exist",
-    )
-    parser.add_argument(
-        "--dump-signal",
-        type=_typed(_config.parse_signal),
-        default=None,
-        metavar="NAME",
-        help="write the report on this signal (e.g. USR1) without stopping the program",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr at exit")
     parser.add_argument(
@@ -276,28 +262,11 @@ def _exit_status(code: object) -> int:
 
 def _install(options: argparse.Namespace) -> Any:
     """Install the guard from the environment, then the command line on top."""
+    from . import _exit
     from ._guard import install
 
     config = _config.from_environ(os.environ)
-    if _config.mode_from_environ(os.environ) is None:
-        config = config.replace(mode="warn")
-    changes = {}
-    for key in (
-        "dump_signal",
-        "mode",
-        "threshold",
-        "window",
-        "stack_depth",
-        "report_path",
-        "log_format",
-        "log_target",
-    ):
-        value = getattr(options, key if key != "report_path" else "report")
-        if value is not None:
-            changes[key] = value
-    if options.ignore is not None:
-        changes["ignore"] = _config.parse_ignore(options.ignore, "--ignore")
-    config = config.replace(**changes)
+    config = config.replace(**options_given(options, _config.OPTIONS))
     # Children (subprocesses, spawn workers) read the same settings at start-up.
     exported = _config.to_environ(config)
     if config.report_path is not None and "{pid}" not in config.report_path:
@@ -305,22 +274,19 @@ def _install(options: argparse.Namespace) -> Any:
         exported.pop(_config.ENV["report_path"], None)
     os.environ.update(exported)
     guard = install(**config.options())
-    import atexit
-
-    from . import _startup
-
-    # If the environment activated the guard at start-up, the launcher writes
-    # the report itself: the hook's at-exit writer stands down.
-    atexit.unregister(_startup._report_at_exit)
+    # If the environment activated the guard at start-up, its at-exit writer
+    # stands down in this process: the launcher writes report and summary.
+    _exit.take_over()
     if config.report_path is not None:
-        os.environ[_startup.OWNER_ENV] = str(os.getpid())
+        _exit.claim_report_path(force=True)
     if config.dump_signal is not None:
-        _startup.install_dump_signal(config.dump_signal)
+        _exit.dump_on_signal(config.dump_signal)
     return guard
 
 
 def _finish(guard: Any, options: argparse.Namespace, status: int) -> int:
     """Print the summary and write the report; map findings to --fail-on."""
+    from . import _exit
     from ._diagnostics import internal_error, say
 
     failing = status == 0 and options.fail_on != "never"
@@ -331,9 +297,10 @@ def _finish(guard: Any, options: argparse.Namespace, status: int) -> int:
     except Exception as exc:
         internal_error("making the report at exit", exc)
         return status
-    if guard.config.report_path:
+    path = _exit.report_path(guard.config.report_path)
+    if path:
         try:
-            written = report.write_json(guard.config.report_path)
+            written = report.write_json(path)
             if not options.quiet:
                 say(f"report written to {written}")
         except Exception as exc:
