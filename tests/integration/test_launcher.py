@@ -441,3 +441,18 @@ def test_dump_signal_writes_the_report_while_the_program_runs(tmp_path: Path) ->
         (tmp_path / "stop").write_text("")
         process.communicate(timeout=60)
     assert process.returncode == 0
+
+
+def test_the_launcher_takes_over_the_report_of_an_environment_activation(tmp_path: Path) -> None:
+    # The program's at-exit handler runs after the launcher wrote the report and
+    # before the start-up hook's writer would: that writer must stand down.
+    write(
+        tmp_path / "app.py",
+        CHURN + "\nimport atexit, os\natexit.register(os.remove, 'report.json')\n",
+    )
+    env = {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_REPORT": "report.json"}
+    result = guarded("app.py", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"executor_guard: report written to {tmp_path / 'report.json'}" in result.stderr
+    expected = ["app.py"]
+    assert expected == sorted(path.name for path in tmp_path.iterdir())

@@ -1,0 +1,320 @@
+"""The exit service: the report at exit, the launcher's take-over, chained signal handlers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any, Optional
+
+import pytest
+
+from executor_guard import _exit
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+SIGNUM = signal.SIGUSR1
+
+
+@pytest.fixture(autouse=True)
+def _restore_signals() -> Iterator[None]:
+    """Leave the signal module and SIGUSR1 as they were, whatever a test did."""
+    functions = (signal.signal, signal.getsignal)
+    handler = signal.getsignal(SIGNUM)
+    yield
+    _exit.reset()
+    signal.signal, signal.getsignal = functions
+    signal.signal(SIGNUM, handler)
+
+
+def record(calls: list[str], name: str) -> Any:
+    def handler(signum: int, frame: Optional[FrameType] = None) -> None:
+        calls.append(name)
+
+    return handler
+
+
+def deliver() -> None:
+    """Send SIGUSR1 to this process; Python runs the handler before the next bytecodes."""
+    os.kill(os.getpid(), SIGNUM)
+    for _ in range(100):  # the handler runs at one of these bytecode boundaries
+        pass
+
+
+def test_signal_functions_and_the_hosts_handler_are_restored_exactly() -> None:
+    originals = (signal.signal, signal.getsignal)
+    calls: list[str] = []
+    host = record(calls, "host")
+    signal.signal(SIGNUM, host)
+
+    assert _exit.add_handler(SIGNUM, lambda number: calls.append("ours"))
+    assert (signal.signal, signal.getsignal) != originals
+    assert signal.signal.__name__ == "signal"
+    assert signal.getsignal(SIGNUM) is host
+    assert originals[1](SIGNUM) is not host  # ours is the real one
+
+    assert _exit.remove_handler(SIGNUM)
+    assert (signal.signal, signal.getsignal) == originals
+    assert signal.getsignal(SIGNUM) is host
+    deliver()
+    expected = ["host"]
+    assert expected == calls
+
+
+def test_a_host_handler_installed_later_is_chained_after_ours() -> None:
+    calls: list[str] = []
+    before = signal.getsignal(SIGNUM)
+    assert _exit.add_handler(SIGNUM, lambda number: calls.append(f"ours {number}"))
+    host = record(calls, "host")
+
+    assert before is signal.signal(SIGNUM, host)
+    assert host is signal.getsignal(SIGNUM)
+    deliver()
+    expected = [f"ours {int(SIGNUM)}", "host"]
+    assert expected == calls
+
+    assert host is signal.signal(SIGNUM, signal.SIG_IGN)
+    ignored = signal.SIG_IGN
+    assert ignored == signal.getsignal(SIGNUM)
+    deliver()  # ignored by the host, and ours still runs
+    expected.append(f"ours {int(SIGNUM)}")
+    assert expected == calls
+
+
+def test_a_bad_action_is_refused_as_by_signal_signal() -> None:
+    assert _exit.add_handler(SIGNUM, lambda number: None)
+    host = signal.getsignal(SIGNUM)
+    with pytest.raises(TypeError):
+        signal.signal(SIGNUM, 5)
+    assert host is signal.getsignal(SIGNUM)
+
+
+def test_other_signals_are_untouched() -> None:
+    assert _exit.add_handler(SIGNUM, lambda number: None)
+    previous = signal.getsignal(signal.SIGUSR2)
+    handler = record([], "other")
+    try:
+        signal.signal(signal.SIGUSR2, handler)
+        assert handler is signal.getsignal(signal.SIGUSR2)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
+def test_our_action_failing_still_runs_the_hosts_handler(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    calls: list[str] = []
+
+    def failing(number: int) -> None:
+        raise RuntimeError("boom")
+
+    assert _exit.add_handler(SIGNUM, failing)
+    signal.signal(SIGNUM, record(calls, "host"))
+    deliver()
+    expected = ["host"]
+    assert expected == calls
+    assert "internal error while handling signal" in capsys.readouterr().err
+
+
+def test_a_handler_replaced_behind_our_back_is_left_alone() -> None:
+    real_signal = signal.signal
+    assert _exit.add_handler(SIGNUM, lambda number: None)
+    theirs = record([], "theirs")
+    real_signal(SIGNUM, theirs)  # a reference to signal.signal taken before ours
+    assert not _exit.remove_handler(SIGNUM)
+    assert theirs is signal.getsignal(SIGNUM)
+    assert signal.signal is real_signal
+
+
+def test_functions_someone_wrapped_since_stay_and_pass_through() -> None:
+    originals = (signal.signal, signal.getsignal)
+    assert _exit.add_handler(SIGNUM, lambda number: None)
+    ours = signal.signal
+
+    def theirs(sig: Any, action: Any) -> Any:
+        return ours(sig, action)
+
+    signal.signal = theirs
+    assert _exit.remove_handler(SIGNUM)
+    assert signal.signal is theirs
+    assert signal.getsignal is originals[1]
+    handler = record([], "later")
+    signal.signal(SIGNUM, handler)  # passes straight through to the original
+    assert handler is originals[1](SIGNUM)
+
+
+def test_outside_the_main_thread_nothing_is_installed() -> None:
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(_exit.add_handler(SIGNUM, print)))
+    thread.start()
+    thread.join()
+    expected = [False]
+    assert expected == results
+    assert _exit.remove_handler(SIGNUM) is False
+
+
+def test_add_handler_is_idempotent_per_signal() -> None:
+    calls: list[str] = []
+    assert _exit.add_handler(SIGNUM, lambda number: calls.append("first"))
+    functions = (signal.signal, signal.getsignal)
+    assert _exit.add_handler(SIGNUM, lambda number: calls.append("second"))
+    assert functions == (signal.signal, signal.getsignal)
+    deliver()
+    expected = ["first"]
+    assert expected == calls
+
+
+def test_after_fork_in_child_forgets_the_take_over() -> None:
+    _exit.take_over()
+    assert _exit._this_process().taken_over
+    _exit.after_fork_in_child()
+    assert not _exit._this_process().taken_over
+
+
+@pytest.mark.parametrize(
+    ("configured", "owner", "expected"),
+    [
+        (None, False, None),
+        ("r-{pid}.json", False, "r-{pid}.json"),
+        ("r.json", True, "r.json"),
+        ("r.json", False, "r-{pid}.json"),
+        ("out/report", False, "out/report-{pid}.json"),
+    ],
+)
+def test_each_process_writes_its_own_report_file(
+    monkeypatch: pytest.MonkeyPatch, configured: Optional[str], owner: bool, expected: Optional[str]
+) -> None:
+    monkeypatch.setenv(_exit.OWNER_ENV, str(os.getpid() if owner else os.getpid() + 1))
+    assert expected == _exit.report_path(configured)
+
+
+# -- whole processes ------------------------------------------------------------------
+
+
+def run(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_report_is_written_once_at_exit(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        """
+        import executor_guard
+        from concurrent.futures import ThreadPoolExecutor
+        from executor_guard import _exit
+
+        executor_guard.install(report_path="report.json")
+        _exit.claim_report_path()
+        _exit.report_at_exit()
+        _exit.report_at_exit()
+        ThreadPoolExecutor(1).shutdown()
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "report.json").read_text())["totals"]["pools"] == 1
+    expected = ["report.json"]
+    assert expected == sorted(path.name for path in tmp_path.iterdir())
+
+
+def test_taken_over_the_writer_stands_down_but_forked_children_write_theirs(
+    tmp_path: Path,
+) -> None:
+    result = run(
+        tmp_path,
+        """
+        import os
+        import executor_guard
+        from executor_guard import _exit
+
+        executor_guard.install(report_path="report.json")
+        _exit.claim_report_path()
+        _exit.report_at_exit()
+        _exit.take_over()
+        pid = os.fork()
+        if pid == 0:
+            raise SystemExit(0)  # an ordinary exit: atexit runs in the child
+        os.waitpid(pid, 0)
+        print(pid)
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    child = int(result.stdout)
+    expected = [f"report-{child}.json"]
+    assert expected == sorted(path.name for path in tmp_path.iterdir())
+
+
+def test_fork_pool_workers_write_their_reports(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        """
+        import multiprocessing, os, warnings
+        from concurrent.futures import ProcessPoolExecutor
+        import executor_guard
+        from executor_guard import _exit
+
+        def pid(_):
+            return os.getpid()
+
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        executor_guard.install(report_path="report-{pid}.json")
+        _exit.report_at_exit()
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+            workers = set(pool.map(pid, range(8)))
+        print(os.getpid(), *sorted(workers))
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    ours, *workers = result.stdout.split()
+    expected = sorted(f"report-{pid}.json" for pid in (ours, *workers))
+    assert expected == sorted(path.name for path in tmp_path.glob("report-*.json"))
+
+
+SERVER = """
+    import os, signal, sys, threading, time
+    import executor_guard
+    from concurrent.futures import ThreadPoolExecutor
+    from executor_guard import _exit
+
+    executor_guard.install(report_path="dump-{pid}.json", threshold=10**9)
+    assert _exit.dump_on_signal("SIGUSR1")
+
+    def host(signum, frame):
+        print("host handler ran", flush=True)
+
+    signal.signal(signal.SIGUSR1, host)  # the host's, after ours
+    assert signal.getsignal(signal.SIGUSR1) is host
+    ThreadPoolExecutor(1).shutdown()
+    os.kill(os.getpid(), signal.SIGUSR1)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(f"dump-{os.getpid()}.json") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for thread in threading.enumerate():
+        if thread.name == "executor_guard-dump":
+            thread.join()
+    print("still running", flush=True)
+"""
+
+
+def test_a_real_signal_dumps_the_report_and_chains_the_hosts_handler(tmp_path: Path) -> None:
+    result = run(tmp_path, SERVER)
+    assert result.returncode == 0, result.stderr
+    expected = "host handler ran\nstill running\n"
+    assert expected == result.stdout
+    [dump] = tmp_path.glob("dump-*.json")
+    assert json.loads(dump.read_text())["totals"]["pools"] == 1
+    assert f"report written to {dump} on signal {int(signal.SIGUSR1)}" in result.stderr

@@ -1,0 +1,91 @@
+"""The start-up hook's decisions, in process (tests/integration/test_environment.py: for real)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+import executor_guard
+from executor_guard import _exit, _startup
+
+
+@pytest.fixture(autouse=True)
+def _restore_exit_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv(_exit.OWNER_ENV, "")  # restored, or removed again, after the test
+    monkeypatch.delenv(_exit.OWNER_ENV)
+    yield
+    _exit.reset()
+
+
+def test_a_bad_strict_switch_is_one_line_and_the_guard_stays_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    environ = {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_STRICT": "maybe"}
+    assert _startup._activate(environ) is None
+    assert not executor_guard.is_installed()
+    expected = [
+        "executor_guard: EXECUTOR_GUARD_STRICT: invalid value 'maybe' "
+        "(expected 0/1, true/false, yes/no or on/off); the guard is off"
+    ]
+    assert expected == capsys.readouterr().err.splitlines()
+
+
+def test_a_bad_strict_switch_is_the_line_reported_over_another_bad_value(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    environ = {
+        "EXECUTOR_GUARD": "log",
+        "EXECUTOR_GUARD_THRESHOLD": "ten",
+        "EXECUTOR_GUARD_STRICT": "sure",
+    }
+    assert _startup._activate(environ) is None
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("executor_guard: EXECUTOR_GUARD_STRICT: invalid value 'sure'")
+
+
+def test_strict_is_ignored_while_the_guard_is_off(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _startup._activate({"EXECUTOR_GUARD": "0", "EXECUTOR_GUARD_STRICT": "maybe"}) is None
+    assert not capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spelling", ["1", "true", "YES", "On"])
+def test_every_true_spelling_of_strict_exits_on_a_bad_value(spelling: str) -> None:
+    code = (
+        "from executor_guard import _startup\n"
+        "_startup._activate({'EXECUTOR_GUARD': 'log', 'EXECUTOR_GUARD_THRESHOLD': 'ten',"
+        f" 'EXECUTOR_GUARD_STRICT': {spelling!r}}})\n"
+        "print('not reached')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    expected = [
+        "executor_guard: EXECUTOR_GUARD_THRESHOLD: invalid value 'ten' "
+        "(expected an integer from 2 to 1000000000); exiting (EXECUTOR_GUARD_STRICT=1)"
+    ]
+    assert expected == result.stderr.splitlines()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_activation_uses_the_exit_service() -> None:
+    host = signal.getsignal(signal.SIGUSR2)
+    guard = _startup._activate(
+        {
+            "EXECUTOR_GUARD": "raise",
+            "EXECUTOR_GUARD_REPORT": "/tmp/never-written.json",
+            "EXECUTOR_GUARD_DUMP_SIGNAL": "usr2",
+        }
+    )
+    assert guard is not None
+    expected = ("raise", "SIGUSR2")
+    assert expected == (guard.config.mode, guard.config.dump_signal)
+    assert os.environ[_exit.OWNER_ENV] == str(os.getpid())
+    assert host is signal.getsignal(signal.SIGUSR2)  # the host's answer, ours installed
