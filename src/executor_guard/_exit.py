@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 
+from ._state import STATE
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
@@ -389,3 +391,16 @@ def reset() -> None:
     _service.registered = False
     _service.anchor = None
     _service.process = _Process()
+
+
+class _Part:
+    """This module as one part of the package's state (``_state``)."""
+
+    def reset(self) -> None:
+        reset()
+
+    def after_fork(self) -> None:
+        after_fork_in_child()
+
+
+STATE.register("exit", _Part())

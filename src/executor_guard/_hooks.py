@@ -42,7 +42,11 @@ _records = _registry.TABLES.records
 _new_record = _registry.new_record
 _end = _registry.end
 _end_with = _registry.end_with
-_queue = _registry.queue
+_append = _registry.TABLES.events.append
+_events = _registry.TABLES.events
+_owner = _registry.TABLES.owner
+_drain = _registry.drain
+_BATCH = _registry.BATCH
 
 #: The active guard, or None; set by ``_guard`` when a guard (de)activates.
 _guard: Optional[Guard] = None
@@ -97,7 +101,18 @@ def on_init(pool: Any, frame: Optional[FrameType]) -> Optional[Record]:
         attempt = next(site.attempts) - site.failed
         crossing = guard.policy.check(site, attempt, at) if attempt >= site.due else None
         if crossing is None:
-            return _record(guard, pool, cls, site, creator, attempt, at)
+            # _record(), inlined: this is every creation's path.
+            current = _thread_table.get(_get_ident())
+            record = _new_record(
+                pool,
+                site,
+                at,
+                current._name if current is not None else _current_thread().name,  # type: ignore[attr-defined]
+                cls.__name__,
+            )
+            if attempt >= site.next_sample:
+                _sample(guard, site, record, creator, attempt)
+            return record
     except Exception as exc:
         if not is_ours(exc):
             raise
@@ -120,32 +135,35 @@ def on_init(pool: Any, frame: Optional[FrameType]) -> Optional[Record]:
 def _record(
     guard: Guard, pool: Any, cls: type, site: Any, creator: Any, attempt: int, at: float
 ) -> Record:
-    try:
-        thread = _thread_table[_get_ident()]._name  # type: ignore[attr-defined]
-    except Exception:
-        thread = _current_thread().name
+    current = _thread_table.get(_get_ident())
+    thread = current._name if current is not None else _current_thread().name  # type: ignore[attr-defined]
     record = _new_record(pool, site, at, thread, cls.__name__)
     if attempt >= site.next_sample:
-        depth = guard.depth
-        if depth <= 0:
-            site.next_sample = NEVER
-        else:
-            # Every one of the first creations, then one in STACK_EVERY: a
-            # race only captures one stack more or less.
-            site.next_sample = (
-                attempt + 1
-                if attempt < STACK_FIRST
-                else (attempt // STACK_EVERY + 1) * STACK_EVERY
-            )
-            record.stack = stack(creator, depth, guard.kind_of)
+        _sample(guard, site, record, creator, attempt)
     return record
+
+
+def _sample(guard: Guard, site: Any, record: Record, creator: Any, attempt: int) -> None:
+    """Capture this creation's stack: every one of the first, then one in STACK_EVERY."""
+    depth = guard.depth
+    if depth <= 0:
+        site.next_sample = NEVER
+        return
+    # A race between threads only captures one stack more or less.
+    site.next_sample = (
+        attempt + 1 if attempt < STACK_FIRST else (attempt // STACK_EVERY + 1) * STACK_EVERY
+    )
+    record.stack = stack(creator, depth, guard.kind_of)
 
 
 def init_done(record: Record, workers: Any) -> None:
     """The constructor returned: count the pool."""
     try:
         record.workers = workers if type(workers) is int else None
-        _queue(record)
+        # _registry.queue(), inlined: one application per pool, at its end.
+        _append(record)
+        if len(_events) >= _BATCH and not _owner:
+            _drain()
     except Exception as exc:
         if not is_ours(exc):
             raise
@@ -177,7 +195,11 @@ def on_shutdown(pool: Any, wait: Any, cancel_futures: Any) -> None:
         elif cancel_futures:
             _end_with(record, "wait", cancel_futures, False, None)
         else:
-            _end(record, "wait")
+            # _registry.end(), inlined: every shutdown's path.
+            record.mode = "wait"
+            _append(record)
+            if not _owner:
+                _drain()
     except Exception as exc:
         if not is_ours(exc):
             raise

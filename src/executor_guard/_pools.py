@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 
+from ._diagnostics import is_ours
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
@@ -31,11 +33,13 @@ def pending_and_workers(pool: Any) -> tuple[bool, Optional[tuple[threading.Threa
     queue = getattr(pool, "_work_queue", None)
     workers = getattr(pool, "_threads", None)
     threads = tuple(workers) if workers else None
+    empty = getattr(queue, "empty", None)
     try:
-        if queue is not None and not queue.empty():
+        if empty is not None and not empty():
             return True, threads
-    except Exception:
-        pass
+    except Exception as exc:
+        if not is_ours(exc):
+            raise
     idle = getattr(pool, "_idle_semaphore", None)
     idle_count = getattr(idle, "_value", None)
     if threads and isinstance(idle_count, int):

@@ -108,6 +108,7 @@ _events = TABLES.events
 _owner = TABLES.owner
 _frames = TABLES.frames
 _append = _events.append
+_get_ident = threading.get_ident
 _active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
 
 
@@ -146,19 +147,6 @@ class Record(weakref.ref):  # type: ignore[type-arg]
     #: None for a plain end; else (cancel_futures, work pending, weak refs to workers).
     extra: Optional[tuple[bool, bool, Optional[tuple[weakref.ref[threading.Thread], ...]]]]
     state: int
-
-
-def _on_collect(record: Record) -> None:
-    """The weak reference's callback: the pool was collected without a shutdown.
-
-    Runs inside the garbage collector or a deallocation, anywhere: it only
-    marks and queues the record.
-    """
-    if record.mode is None:
-        record.mode = "never"
-        if _records.get(record.pool_id) is record:
-            _records.pop(record.pool_id, None)
-        _append(record)
 
 
 class Site:
@@ -258,7 +246,11 @@ class Site:
 
 #: Creations queue up to this many before the queue is applied (a shutdown,
 #: a report or the next batch applies them): one application per pool.
-_BATCH = 32
+BATCH = 32
+
+
+#: A queue this long makes the next submitter check for a stale owner.
+_STALE_CHECK = 4096
 
 
 def submit(event: Any) -> None:
@@ -266,12 +258,31 @@ def submit(event: Any) -> None:
     _append(event)
     if not _owner:
         drain()
+    elif len(_events) >= _STALE_CHECK:
+        _recover()
+        drain()
+
+
+def _recover() -> None:
+    """Free the queue if its owner is gone: it can then never release it.
+
+    A second signal landing inside the release itself (two Ctrl-Cs in a row)
+    can leave the slot taken by a call that has ended. Only the main thread
+    runs signal handlers, so a stale owner is the current thread while no
+    frame of it is applying events. Another thread's ownership is never
+    taken away: it is applying the queue, or frozen at interpreter exit,
+    and then the events wait.
+    """
+    owner = _owner.get(0)
+    stale = owner is not None and owner == _get_ident() and not _owned_here()
+    if stale and _owner.get(0) is owner:
+        _owner.pop(0, None)
 
 
 def queue(record: Record) -> None:
     """Queue a pool's creation; applied with its shutdown, a report, or the next batch."""
     _append(record)
-    if len(_events) >= _BATCH and not _owner:
+    if len(_events) >= BATCH and not _owner:
         drain()
 
 
@@ -283,7 +294,9 @@ def drain() -> bool:
     """
     events = _events
     while events:
-        token = object()
+        # A new int object per call: unique for this attempt, and it says
+        # which thread took the queue (see _recover).
+        token = _get_ident()
         try:
             if _owner.setdefault(0, token) is not token:
                 return False
@@ -303,7 +316,7 @@ def drain() -> bool:
 
 def owned(action: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
     """``action()`` with the queue applied and held, if it is free now; else ``otherwise()``."""
-    token = object()
+    token = _get_ident()
     try:
         if _owner.setdefault(0, token) is token:
             while _events:
@@ -356,7 +369,13 @@ def _apply(event: Any) -> None:
             record.stack = None
             _add_stack(site, stack)
         return  # its end, if any, is queued after it
-    if mode is None or mode == "forgotten":
+    if mode is None:
+        if record() is not None:
+            return  # a repeat: the pool lives on
+        mode = record.mode = "never"  # queued by the weak reference: collected
+        if _records.get(record.pool_id) is record:
+            del _records[record.pool_id]
+    elif mode == "forgotten":
         return
     record.state = 2
     if mode == "wait":
@@ -489,7 +508,10 @@ def refused(site: Site, at: float) -> None:
 
 def new_record(pool: object, site: Site, at: float, thread: str, cls: str) -> Record:
     """A record for ``pool``, findable by its shutdown; counted once queued."""
-    record = Record(pool, _on_collect)
+    # The callback is the queue's own append: C code, so a pool collected
+    # anywhere (inside the collector, in a finalizer) runs none of our Python
+    # code, where an exception from a signal handler would be swallowed.
+    record = Record(pool, _append)
     record.site = site
     record.pool_id = pool_id = id(pool)
     record.at = at
@@ -602,6 +624,10 @@ class Registry:
             now = time.monotonic()
             if deadline is None:
                 deadline = now + _SNAPSHOT_PATIENCE
+            if _owner.get(0) is not None and _owner.get(0) == _get_ident():
+                _recover()
+                if not _owner:
+                    continue
             if now >= deadline or _owned_here():
                 return self._copy(exact=False)
             time.sleep(0.001)

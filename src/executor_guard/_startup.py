@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ._state import STATE
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -29,16 +31,28 @@ if TYPE_CHECKING:
 
     from ._guard import Guard
 
-#: Set once this process has decided (activated or not); survives fork.
-_done = False
+class _StartUp:
+    """Whether this process has decided (activated or not); survives fork."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def reset(self) -> None:
+        self.done = False
+
+    def after_fork(self) -> None:
+        """Nothing to do: a forked child has decided as its parent did."""
+
+
+_STARTUP = _StartUp()
+STATE.register("startup", _STARTUP)
 
 
 def activate(environ: Optional[Mapping[str, str]] = None) -> Optional[Guard]:
     """Install the guard as the environment asks; return it, or None when off."""
-    global _done
-    if _done:
+    if _STARTUP.done:
         return None
-    _done = True
+    _STARTUP.done = True
     env = os.environ if environ is None else environ
     try:
         return _activate(env)

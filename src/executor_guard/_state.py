@@ -5,7 +5,7 @@ tables, the caches, the start-up flag, the exit service) keeps it in one small
 object of its own and registers it here under a name. :data:`STATE` then
 offers the two operations every part must support:
 
-* ``reset()``: back to a freshly imported package (tests, ``guarded()`` blocks);
+* ``reset()``: back to a freshly imported package (tests);
 * ``after_fork()``: in a forked child, replace every lock and empty every table,
   since another thread of the parent may have held a lock at the fork and does
   not exist in the child to release it.

@@ -1,0 +1,303 @@
+"""The host never hangs and never loses an exception because of us.
+
+Each scenario runs in its own interpreter with a timeout: a deadlock shows as
+a timeout, not as a hung test suite. Finalizers, signal handlers and the
+garbage collector are made to run inside the guard's own code by running them
+very often (``gc.set_threshold(1)``, an interval timer of 100 microseconds).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TIMEOUT = 90
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+
+
+def run(tmp_path: Path, body: str, *, env: dict[str, str] | None = None) -> str:
+    """Run ``body`` under the guard in a fresh interpreter; return its stdout."""
+    script = tmp_path / "scenario.py"
+    script.write_text(textwrap.dedent(body))
+    full = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
+    full.update(env or {})
+    try:
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=tmp_path,
+            env=full,
+        )
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"the program hung under the guard:\n{hung.stderr!r}")
+    assert result.returncode == 0, result.stderr
+    assert "internal error" not in result.stderr, result.stderr
+    return result.stdout
+
+
+def test_finalizers_that_shut_down_or_create_pools_during_recording(tmp_path: Path) -> None:
+    out = run(
+        tmp_path,
+        """
+        import gc, weakref
+        import executor_guard
+        from concurrent.futures import ThreadPoolExecutor
+
+        guard = executor_guard.install(mode="log", threshold=10**9)
+
+        class Owner:
+            def __init__(self):
+                self.pool = ThreadPoolExecutor(1)
+                self.me = self  # a cycle: only the cyclic collector frees it
+                weakref.finalize(self, self.pool.shutdown)
+
+        class Builder:
+            def __init__(self):
+                self.me = self
+            def __del__(self):
+                ThreadPoolExecutor(1).shutdown(wait=False)
+
+        def callback(_):
+            ThreadPoolExecutor(1).shutdown()
+
+        gc.set_threshold(1)  # the collector runs at almost every allocation
+        anchors = []
+        for index in range(3000):
+            Owner()
+            Builder()
+            anchor = Builder()
+            anchors.append(weakref.ref(anchor, callback))
+            del anchor
+            with ThreadPoolExecutor(1) as pool:
+                pass
+        gc.set_threshold(700)
+        gc.collect()
+        data = guard.report().to_dict()
+        print(data["totals"]["pools"] >= 3000 * 4, sum(s["live"] for s in data["sites"]))
+        """,
+    )
+    assert out.split() == ["True", "0"]
+
+
+def test_signal_handlers_that_create_and_shut_down_pools(tmp_path: Path) -> None:
+    out = run(
+        tmp_path,
+        """
+        import signal
+        import executor_guard
+        from concurrent.futures import ThreadPoolExecutor
+
+        guard = executor_guard.install(mode="log", threshold=10**9)
+        handled = [0]
+
+        def on_alarm(signum, frame):  # a graceful-reload handler
+            handled[0] += 1
+            ThreadPoolExecutor(1).shutdown()
+
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)
+        for _ in range(20000):
+            pool = ThreadPoolExecutor(1)
+            pool.shutdown(wait=False)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        data = guard.report().to_dict()
+        print(handled[0] > 0, data["totals"]["pools"] == 20000 + handled[0])
+        """,
+    )
+    assert out.split() == ["True", "True"]
+
+
+def test_keyboard_interrupts_inside_the_guard_never_leave_it_stuck(tmp_path: Path) -> None:
+    out = run(
+        tmp_path,
+        """
+        import signal
+        import executor_guard
+        from concurrent.futures import ThreadPoolExecutor
+
+        guard = executor_guard.install(mode="log", threshold=10**9)
+
+        def interrupt(signum, frame):
+            if frame.f_code.co_name == "<module>":
+                return  # the loop itself (its back edge is outside the try)
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGALRM, interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+        interrupts = 0
+        done = 0
+        while interrupts < 500 and done < 200000:
+            try:
+                pool = ThreadPoolExecutor(1)
+                pool.shutdown()
+                done += 1
+            except KeyboardInterrupt:
+                interrupts += 1
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        # After all that, pools still record and the report still comes.
+        before = guard.report().to_dict()["totals"]["pools"]
+        for _ in range(10):
+            ThreadPoolExecutor(1).shutdown()
+        after = guard.report().to_dict()["totals"]["pools"]
+        print(interrupts > 0, after - before >= 10)
+        """,
+    )
+    assert out.split() == ["True", "True"]
+
+
+def test_an_exception_from_a_timeout_handler_always_reaches_the_program(tmp_path: Path) -> None:
+    out = run(
+        tmp_path,
+        """
+        import signal
+        import executor_guard
+        from concurrent.futures import ThreadPoolExecutor
+
+        executor_guard.install(mode="log", threshold=10**9)
+
+        class Timeout(Exception):
+            pass
+
+        raised = [0]
+
+        def on_alarm(signum, frame):
+            if frame.f_code.co_name == "<module>":
+                return  # the loop itself (its back edge is outside the try)
+            raised[0] += 1
+            raise Timeout()
+
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+        caught = 0
+        for _ in range(50000):
+            try:
+                pool = ThreadPoolExecutor(1)
+                pool.shutdown()
+            except Timeout as exc:
+                # A second alarm inside an except block replaces the first
+                # (as anywhere in Python): count the chain.
+                while exc is not None:
+                    caught += isinstance(exc, Timeout)
+                    exc = exc.__context__
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        print(raised[0] > 0, raised[0] == caught)
+        """,
+    )
+    assert out.split() == ["True", "True"]
+
+
+def test_worker_threads_of_a_nowait_pool_are_not_kept_alive(tmp_path: Path) -> None:
+    out = run(
+        tmp_path,
+        """
+        import gc, threading, weakref
+        import executor_guard
+        from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+        executor_guard.install(mode="log", threshold=10**9)
+        release = threading.Event()
+        pool = ThreadPoolExecutor(2)
+        pool.submit(release.wait)
+        pool.submit(release.wait)
+        workers = [weakref.ref(t) for t in pool._threads]
+        pool.shutdown(wait=False)
+        release.set()
+        for ref in workers:
+            ref().join()
+        del pool
+        gc.collect()
+        threads_gone = all(ref() is None for ref in workers)
+
+        processes = ProcessPoolExecutor(1)
+        processes.submit(sum, [1, 2]).result()
+        processes.submit(sum, [3])
+        manager = weakref.ref(processes._executor_manager_thread)
+        processes.shutdown(wait=False)
+        manager().join()
+        del processes
+        gc.collect()
+        print(threads_gone, manager() is None)
+        """,
+    )
+    assert out.split() == ["True", "True"]
+
+
+def test_a_program_that_exits_at_once_still_exits_with_a_daemon_thread_inside_the_guard(
+    tmp_path: Path,
+) -> None:
+    out = run(
+        tmp_path,
+        """
+        import threading, time
+        import executor_guard
+        from concurrent.futures import ThreadPoolExecutor
+
+        executor_guard.install(mode="log", threshold=10**9)
+
+        def churn():
+            while True:
+                ThreadPoolExecutor(1).shutdown()
+
+        for _ in range(2):
+            threading.Thread(target=churn, daemon=True).start()
+
+        class Late:
+            def __del__(self):  # runs in the collection at interpreter exit
+                ThreadPoolExecutor(1).shutdown()
+
+        late = Late()
+        late.me = late
+        time.sleep(0.2)
+        print("exiting")
+        """,
+    )
+    assert out.split() == ["exiting"]
+
+
+def test_a_pool_built_by_a_weakref_callback_during_a_frame_prologue(tmp_path: Path) -> None:
+    """The collector can run while a frame is being set up (allocating its cells)."""
+    out = run(
+        tmp_path,
+        """
+        import gc, weakref
+        import executor_guard
+        from concurrent.futures import ThreadPoolExecutor
+
+        guard = executor_guard.install(mode="log", threshold=10**9)
+
+        def built_in_callback(_):
+            ThreadPoolExecutor(1).shutdown()  # the callback's line
+
+        class Node:
+            pass
+
+        def with_cells(a, b):
+            def inner():  # cells for a and b are made in the prologue
+                return a + b
+            return inner
+
+        gc.set_threshold(1)
+        refs = []
+        for _ in range(5000):
+            node = Node()
+            node.me = node
+            refs.append(weakref.ref(node, built_in_callback))
+            del node
+            with_cells(1, 2)
+        gc.set_threshold(700)
+        gc.collect()
+        sites = guard.report().to_dict()["sites"]
+        lines = {(s["function"], s["line"]) for s in sites}
+        print(all(s["file"].endswith("scenario.py") for s in sites), len(lines) == 1)
+        """,
+    )
+    assert out.split() == ["True", "True"]
