@@ -67,10 +67,9 @@ class Harness:
             _registry.refused(site, at)
             return None, crossing
         record = _registry.new_record(
-            pool, site, at, threading.current_thread().name, type(pool).__name__
+            pool, site, at, threading.current_thread().name, type(pool).__name__, None
         )
         record.stack = stack
-        _registry.queue(record)
         return record, crossing
 
     def close(
@@ -83,7 +82,11 @@ class Harness:
     ) -> None:
         """Record a shutdown as the hooks do: the first one pops the pool's record."""
         record = _registry.TABLES.records.pop(id(pool), None)
-        if record is not None:
+        if record is None:
+            return
+        if mode in ("wait", "context") and not cancel:
+            _registry.end(record, mode)
+        else:
             _registry.end_with(record, mode, cancel, pending, threads)
 
     def site(self) -> dict[str, Any]:

@@ -280,8 +280,11 @@ def test_fork_pool_workers_write_their_reports(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     ours, *workers = result.stdout.split()
-    expected = sorted(f"report-{pid}.json" for pid in (ours, *workers))
-    assert expected == sorted(path.name for path in tmp_path.glob("report-*.json"))
+    written = {path.name for path in tmp_path.glob("report-*.json")}
+    # Every process that ran a task wrote its own; a worker that got no task
+    # (one may run all eight) writes one too: at most the parent and two.
+    assert {f"report-{pid}.json" for pid in (ours, *workers)} <= written
+    assert len(written) <= 3
 
 
 SERVER = """

@@ -154,11 +154,12 @@ def test_an_event_submitted_while_the_queue_is_owned_is_applied_by_the_owner(
     outer = Pool()
     harness.create(outer)
     harness.close(outer, "wait")
+    _registry.drain()
     assert calls == [1]
     assert not _registry.TABLES.events
     assert not _registry.TABLES.owner
-    site = next(iter(harness.registry.sites.values()))
-    assert (site.created, site.wait, site.live) == (2, 2, 0)
+    site = harness.site()
+    assert (site["created"], site["shutdown"]["wait"], site["live"]) == (2, 2, 0)
 
 
 def test_an_exception_right_after_taking_the_queue_releases_it(
@@ -166,23 +167,25 @@ def test_an_exception_right_after_taking_the_queue_releases_it(
 ) -> None:
     """Ctrl-C between the acquisition and the work: the next pool still records."""
     harness = Harness(_config.Config(threshold=100))
-    original_apply = _registry._apply
+    original_fold = _registry._fold
     raised = []
 
-    def interrupted(event: Any) -> None:
+    def interrupted(site: Any) -> None:
         if not raised:
             raised.append(1)
             raise KeyboardInterrupt
-        original_apply(event)
+        original_fold(site)
 
-    monkeypatch.setattr(_registry, "_apply", interrupted)
+    monkeypatch.setattr(_registry, "_fold", interrupted)
     kept = [Pool(), Pool()]
     harness.create(kept[0])
+    harness.close(kept[0], "wait")
     with pytest.raises(KeyboardInterrupt):
-        harness.close(kept[0], "wait")
+        _registry.drain()
     assert not _registry.TABLES.owner
     harness.create(kept[1])
     harness.close(kept[1], "wait")
+    _registry.drain()
     assert not _registry.TABLES.events
     assert harness.site()["shutdown"]["wait"] == 1
 
@@ -197,6 +200,8 @@ def test_a_frozen_owner_never_blocks_recording_or_reporting(
     kept = [Pool() for _ in range(3)]
     for pool in kept:
         harness.create(pool)
+        harness.close(pool, "wait")
+    _registry.drain()
     assert len(_registry.TABLES.events) == 3  # queued, nothing waited
     started = time.monotonic()
     snapshot = harness.registry.snapshot()

@@ -86,6 +86,7 @@ class Guard:
         "ignore",
         "kind_of",
         "kinds",
+        "last",
         "own_policy",
         "policy",
         "registry",
@@ -102,6 +103,9 @@ class Guard:
         self.ignore = _ignore_matcher(config.ignore)
         self.registry = _registry.Registry()
         self.sites = self.registry.sites
+        #: The hooks' one-entry cache: (code, instruction, class, site) of the
+        #: last direct creation.
+        self.last: tuple[Any, int, Any, Any] = (None, -1, None, None)
 
     def new_site(
         self, key: Frame, site_frame: FrameType, creator_frame: FrameType, at: float
@@ -138,6 +142,7 @@ class Guard:
     def reset(self) -> None:
         """Forget everything recorded (open pools included)."""
         self.registry.forget_records()
+        self.last = (None, -1, None, None)
         self.registry = _registry.Registry()
         self.sites = self.registry.sites
 

@@ -1,15 +1,23 @@
-"""What the patched methods call: find the call site, ask the policy, record.
+"""What the patched methods run: find the call site, ask the policy, record.
 
-This is the hot path. A pool built directly by application code at a known
-site costs: one frame check, one key tuple, one dict lookup, one ``next()``,
-one comparison with the policy's next due count, one record. The stack is
-captured only when the site samples it; formatting, structlog, psutil and JSON
-wait until the policy has something to say or a report is made.
+This is the hot path, in two layers:
 
-The hooks never hold anything a re-entrant call would wait for (see
-``_registry``). They swallow their own errors, never the program's: an
-exception that comes from code of the program's own (a signal handler's
-timeout raised while a hook runs) propagates unchanged.
+* :data:`INIT_BODY`, :data:`SHUTDOWN_BODY` and :data:`EXIT_BODY` are the
+  bodies of the patched methods themselves. ``_patch`` compiles them, with
+  the original's signature, in this module's namespace, so the common case
+  runs in the patched method's own frame: a creation at the line that built
+  the previous pool (the one-entry cache), with nothing due for the policy
+  or the stack sampler, costs one ``next()``, one clock read and one record;
+  an ordinary shutdown costs a dict pop and a queue append.
+* Everything else is in plain functions below (:func:`on_init`,
+  :func:`on_shutdown`, :func:`on_exit`): the call-site walk, the policy, the
+  stack sampler, ``wait=False`` with work pending.
+
+Formatting, structlog, psutil and JSON wait until the policy has something to
+say or a report is made. The hooks never hold anything a re-entrant call
+would wait for (see ``_registry``). They swallow their own errors, never the
+program's: an exception that comes from the program's own code (a signal
+handler's timeout raised while a hook runs) propagates unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from ._callsite import APP, init_codes, locate, stack
 from ._diagnostics import internal_error, is_ours
 from ._pools import pending_and_workers
 from ._registry import NEVER, STACK_EVERY, STACK_FIRST
+from .exceptions import ExecutorChurnError as _ExecutorChurnError  # noqa: F401 - read by the patched methods
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
@@ -40,8 +49,10 @@ _current_thread = threading.current_thread
 _thread_table: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
 _records = _registry.TABLES.records
 _new_record = _registry.new_record
+_Record = _registry.Record
 _end = _registry.end
 _end_with = _registry.end_with
+_getframe = sys._getframe
 _append = _registry.TABLES.events.append
 _events = _registry.TABLES.events
 _owner = _registry.TABLES.owner
@@ -65,12 +76,129 @@ def stock(cls: type) -> None:
     _STOCK.add(cls)
 
 
-def on_init(pool: Any, frame: Optional[FrameType]) -> Optional[Record]:
+# -- the patched methods' bodies (compiled by _patch with each original's signature) --
+
+INIT_BODY = """
+    __tracebackhide__ = True  # pytest: start the traceback at the call site
+    guard = _guard
+    if guard is None:
+        return original({call})
+    record = _SLOW
+    due = None
+    try:
+        frame = _getframe(1)
+        cls = type(self)
+        last_code, last_lasti, last_cls, site = guard.last
+        if frame.f_code is last_code and frame.f_lasti == last_lasti and cls is last_cls:
+            attempt = next(site.attempts) - site.failed
+            if attempt < site.due and attempt < site.next_sample:
+                at = _clock()
+                record = _Record(self, _append)
+                record.site = site
+                record.pool_id = pool_id = id(self)
+                record.at = at
+                current = _thread_table.get(_get_ident())
+                record.thread = current._name if current is not None else _thread_name()
+                record.cls = cls.__name__
+                record.stack = None
+                record.workers = {workers}
+                record.mode = None
+                record.extra = None
+                record.state = 0
+                _records[pool_id] = record
+                site.last_at = at
+                live_now = site.open
+                live_now[pool_id] = record
+                if len(live_now) > site.peak_live:
+                    _opened_peak(site, live_now)
+            else:
+                due = (site, attempt)
+    except Exception as exc:
+        record = _failed(exc, "recording a pool creation")
+    if record is _SLOW:
+        try:
+            record = on_init(self, _getframe(1), {workers}, due)
+        except _ExecutorChurnError as refused:
+            # A fresh traceback: it starts here, one frame under the call site.
+            raise refused.with_traceback(None) from None
+    if record is None:
+        return original({call})
+    try:
+        return original({call})
+    except BaseException:
+        init_failed(record)
+        raise
+"""
+
+SHUTDOWN_BODY = """
+    if _guard is not None:
+        record = _records.pop(id(self), None)
+        if record is not None:
+            if {wait} and not {cancel} and record() is self:
+                if record.workers is None:
+                    record.workers = getattr(self, "_max_workers", None)
+                record.site.open.pop(record.pool_id, None)
+                record.mode = "wait"
+                _append(record)
+                if len(_events) >= _BATCH and not _owner:
+                    _drain()
+            else:
+                on_shutdown(self, record, {wait}, {cancel})
+    return original({call})
+"""
+
+EXIT_BODY = """
+    if _guard is not None:
+        record = _records.pop(id(self), None)
+        if record is not None:
+            on_exit(self, record)
+    return original({call})
+"""
+
+def _eg_wait(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``wait`` from a shutdown whose signature is not mirrored (``*args, **kwargs``)."""
+    return args[0] if args else kwargs.get("wait", True)
+
+
+def _eg_cancel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``cancel_futures`` from a shutdown whose signature is not mirrored."""
+    return args[1] if len(args) > 1 else kwargs.get("cancel_futures", False)
+
+
+#: The fast path's "not done here: take the full path".
+_SLOW: Any = object()
+
+
+def _thread_name() -> str:
+    return _current_thread().name
+
+
+def _opened_peak(site: Any, live_now: dict[int, Any]) -> None:
+    """A new peak of live pools at ``site``: keep it, and sample the thread count."""
+    site.peak_live = len(live_now)
+    site.registry.count_threads()
+
+
+def _failed(exc: Exception, where: str) -> None:
+    """One of our own errors: say so once and record nothing; re-raise the program's."""
+    if not is_ours(exc):
+        raise exc
+    internal_error(where, exc)
+
+
+# -- the full paths ---------------------------------------------------------------
+
+
+def on_init(
+    pool: Any, frame: Optional[FrameType], workers: Any, due: Optional[tuple[Any, int]] = None
+) -> Optional[Record]:
     """A pool is being built; ``frame`` called its constructor. May raise on purpose.
 
-    Returns the pool's record (None when nothing is recorded). Raises
-    :class:`~executor_guard.ExecutorChurnError` in ``raise`` mode, or what a
-    warning filter makes of the warning, before the pool is built.
+    Returns the pool's record, queued for counting (None when nothing is
+    recorded). Raises :class:`~executor_guard.ExecutorChurnError` in
+    ``raise`` mode, or what a warning filter makes of the warning, before the
+    pool is built. ``workers`` is the ``max_workers`` the caller gave; ``due``
+    is ``(site, attempt)`` when the fast path already numbered the attempt.
     """
     __tracebackhide__ = True
     guard = _guard
@@ -78,45 +206,21 @@ def on_init(pool: Any, frame: Optional[FrameType]) -> Optional[Record]:
         return None
     try:
         cls = type(pool)
-        skip = None if cls in _STOCK else init_codes(cls)
-        kinds = guard.kinds
-        if skip is None and frame is not None and kinds.get(frame.f_code.co_filename) == APP:
-            creator = site_frame = frame
+        if due is None:
+            found = _site(guard, cls, frame)
+            if found is None:
+                return None
+            site, creator, site_frame = found
+            attempt = next(site.attempts) - site.failed
         else:
-            creator, site_frame = locate(frame, guard.kind_of, skip, kinds)  # type: ignore[assignment]
-            if creator is None or site_frame is None:
-                return None
-        code = site_frame.f_code
-        key = (
-            code.co_filename,
-            site_frame.f_lineno,
-            code.co_qualname if _QUALNAME else code.co_name,  # type: ignore[attr-defined]
-        )
+            site, attempt = due
+            creator = site_frame = frame  # the cache holds direct creations only
         at = _clock()
-        site = guard.sites.get(key)
-        if site is None:
-            site = guard.new_site(key, site_frame, creator, at)
-            if site is None:
-                return None
-        attempt = next(site.attempts) - site.failed
         crossing = guard.policy.check(site, attempt, at) if attempt >= site.due else None
         if crossing is None:
-            # _record(), inlined: this is every creation's path.
-            current = _thread_table.get(_get_ident())
-            record = _new_record(
-                pool,
-                site,
-                at,
-                current._name if current is not None else _current_thread().name,  # type: ignore[attr-defined]
-                cls.__name__,
-            )
-            if attempt >= site.next_sample:
-                _sample(guard, site, record, creator, attempt)
-            return record
+            return _record(guard, pool, cls, site, creator, attempt, at, workers)
     except Exception as exc:
-        if not is_ours(exc):
-            raise
-        internal_error("recording a pool creation", exc)
+        _failed(exc, "recording a pool creation")
         return None
     try:
         guard.policy.act(crossing, site_frame)
@@ -124,50 +228,68 @@ def on_init(pool: Any, frame: Optional[FrameType]) -> Optional[Record]:
         _registry.refused(site, at)
         raise
     try:
-        return _record(guard, pool, cls, site, creator, attempt, at)
+        return _record(guard, pool, cls, site, creator, attempt, at, workers)
     except Exception as exc:
-        if not is_ours(exc):
-            raise
-        internal_error("recording a pool creation", exc)
+        _failed(exc, "recording a pool creation")
         return None
 
 
+def _site(guard: Guard, cls: type, frame: Optional[FrameType]) -> Any:
+    """``(site, creator frame, site frame)`` of a creation the one-entry cache did not know.
+
+    None when nothing is to be recorded (no frame, or the site table is full).
+    """
+    skip = None if cls in _STOCK else init_codes(cls)
+    kinds = guard.kinds
+    if skip is None and frame is not None and kinds.get(frame.f_code.co_filename) == APP:
+        creator = site_frame = frame
+    else:
+        creator, site_frame = locate(frame, guard.kind_of, skip, kinds)  # type: ignore[assignment]
+        if creator is None or site_frame is None:
+            return None
+    code = site_frame.f_code
+    key = (
+        code.co_filename,
+        site_frame.f_lineno,
+        code.co_qualname if _QUALNAME else code.co_name,  # type: ignore[attr-defined]
+    )
+    site = guard.sites.get(key)
+    if site is None:
+        site = guard.new_site(key, site_frame, creator, _clock())
+        if site is None:
+            return None
+    if site_frame is frame:
+        # Only direct creations are cached: for them all three are the frame.
+        guard.last = (frame.f_code, frame.f_lasti, cls, site)
+    return site, creator, site_frame
+
+
 def _record(
-    guard: Guard, pool: Any, cls: type, site: Any, creator: Any, attempt: int, at: float
+    guard: Guard,
+    pool: Any,
+    cls: type,
+    site: Any,
+    creator: Any,
+    attempt: int,
+    at: float,
+    workers: Any,
 ) -> Record:
     current = _thread_table.get(_get_ident())
     thread = current._name if current is not None else _current_thread().name  # type: ignore[attr-defined]
-    record = _new_record(pool, site, at, thread, cls.__name__)
+    record = _new_record(pool, site, at, thread, cls.__name__, workers)
     if attempt >= site.next_sample:
-        _sample(guard, site, record, creator, attempt)
+        depth = guard.depth
+        if depth <= 0:
+            site.next_sample = NEVER
+        else:
+            # A race between threads only captures one stack more or less.
+            site.next_sample = (
+                attempt + 1
+                if attempt < STACK_FIRST
+                else (attempt // STACK_EVERY + 1) * STACK_EVERY
+            )
+            record.stack = stack(creator, depth, guard.kind_of)
     return record
-
-
-def _sample(guard: Guard, site: Any, record: Record, creator: Any, attempt: int) -> None:
-    """Capture this creation's stack: every one of the first, then one in STACK_EVERY."""
-    depth = guard.depth
-    if depth <= 0:
-        site.next_sample = NEVER
-        return
-    # A race between threads only captures one stack more or less.
-    site.next_sample = (
-        attempt + 1 if attempt < STACK_FIRST else (attempt // STACK_EVERY + 1) * STACK_EVERY
-    )
-    record.stack = stack(creator, depth, guard.kind_of)
-
-
-def init_done(record: Record, workers: Any) -> None:
-    """The constructor returned: count the pool."""
-    try:
-        record.workers = workers if type(workers) is int else None
-        # _registry.queue(), inlined: one application per pool, at its end.
-        _append(record)
-        if len(_events) >= _BATCH and not _owner:
-            _drain()
-    except Exception as exc:
-        if not is_ours(exc):
-            raise
-        internal_error("recording a pool creation", exc)
 
 
 def init_failed(record: Record) -> None:
@@ -175,48 +297,34 @@ def init_failed(record: Record) -> None:
     try:
         _registry.abandon(record)
     except Exception as exc:
-        if not is_ours(exc):
-            raise
-        internal_error("undoing a failed pool creation", exc)
+        _failed(exc, "undoing a failed pool creation")
 
 
-def on_shutdown(pool: Any, wait: Any, cancel_futures: Any) -> None:
-    """The first ``shutdown()`` of a recorded pool: ``wait`` or ``nowait``."""
-    record = _records.pop(id(pool), None)
-    if record is None:
-        return
+def on_shutdown(pool: Any, record: Record, wait: Any, cancel_futures: Any) -> None:
+    """The first ``shutdown()`` of a recorded pool, other than a plain ``wait=True``."""
     try:
         if record() is not pool:  # not its record: leave it where it was
             _records[record.pool_id] = record
             return
-        if not wait:
-            pending, threads = pending_and_workers(pool)
-            _end_with(record, "nowait", cancel_futures, pending, threads)
-        elif cancel_futures:
+        if record.workers is None:
+            record.workers = getattr(pool, "_max_workers", None)
+        if wait:
             _end_with(record, "wait", cancel_futures, False, None)
         else:
-            # _registry.end(), inlined: every shutdown's path.
-            record.mode = "wait"
-            _append(record)
-            if not _owner:
-                _drain()
+            pending, threads = pending_and_workers(pool)
+            _end_with(record, "nowait", cancel_futures, pending, threads)
     except Exception as exc:
-        if not is_ours(exc):
-            raise
-        internal_error("recording a pool shutdown", exc)
+        _failed(exc, "recording a pool shutdown")
 
 
-def on_exit(pool: Any) -> None:
+def on_exit(pool: Any, record: Record) -> None:
     """``__exit__`` of a ``with`` block: the pool ends in ``context`` mode."""
-    record = _records.pop(id(pool), None)
-    if record is None:
-        return
     try:
         if record() is not pool:
             _records[record.pool_id] = record
             return
+        if record.workers is None:
+            record.workers = getattr(pool, "_max_workers", None)
         _end(record, "context")
     except Exception as exc:
-        if not is_ours(exc):
-            raise
-        internal_error("recording a pool shutdown", exc)
+        _failed(exc, "recording a pool shutdown")

@@ -29,10 +29,7 @@ import sys
 import threading
 
 from . import _hooks
-from ._hooks import init_done as _init_done  # noqa: F401 - used by generated wrappers
-from ._hooks import init_failed as _init_failed  # noqa: F401 - used by generated wrappers
 from ._state import STATE
-from .exceptions import ExecutorChurnError as _ExecutorChurnError  # noqa: F401 - used by generated wrappers
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
@@ -72,50 +69,8 @@ class _Patches:
 PATCHES = _Patches()
 STATE.register("patches", PATCHES)
 
-_on_init: Optional[Callable[..., Any]] = None
-_on_shutdown: Optional[Callable[..., Any]] = None
-_on_exit: Optional[Callable[..., Any]] = None
-
-
 _CO_VARARGS = 0x04
 _CO_VARKEYWORDS = 0x08
-
-_INIT_BODY = """
-    __tracebackhide__ = True  # pytest: start the traceback at the call site
-    hook = _on_init
-    if hook is None:
-        original({call})
-        return
-    try:
-        record = hook(self, _getframe(1))
-    except _ExecutorChurnError as refused:
-        # A fresh traceback: it starts here, one frame under the call site.
-        raise refused.with_traceback(None) from None
-    if record is None:
-        original({call})
-        return
-    try:
-        original({call})
-    except BaseException:
-        _init_failed(record)
-        raise
-    _init_done(record, {workers})
-"""
-
-_SHUTDOWN_BODY = """
-    hook = _on_shutdown
-    if hook is not None:
-        hook(self, {wait}, {cancel})
-    return original({call})
-"""
-
-_EXIT_BODY = """
-    hook = _on_exit
-    if hook is not None:
-        hook(self)
-    return original({call})
-"""
-
 
 def _signature(code: Any, function: Any) -> Optional[tuple[list[str], str, dict[str, Any]]]:
     """Parameters text, call text and default bindings that mirror ``function``.
@@ -187,7 +142,8 @@ def _generate(
     import functools
 
     namespace: dict[str, Any] = {}
-    exec(compile(source, f"<executor_guard wrapper of {name}>", "exec"), globals(), namespace)
+    # Compiled in the hooks' namespace: the body reads their globals directly.
+    exec(compile(source, f"<executor_guard wrapper of {name}>", "exec"), vars(_hooks), namespace)
     wrapper = namespace["_eg_factory"](original, *bindings.values())
     functools.update_wrapper(wrapper, original)
     return wrapper
@@ -203,34 +159,22 @@ def _wrap(original: Callable[..., Any], name: str) -> Callable[..., Any]:
     if wrapper is not None:
         return wrapper
     if name == "__init__":
-        # The stock constructors keep a given max_workers as is: no attribute
-        # lookup then; the default is read from the pool once it is built.
-        default = 'getattr(self, "_max_workers", None)'
-        given = f"max_workers if max_workers is not None else {default}"
+        # A given max_workers is passed on; a default one is read from the
+        # pool at its shutdown.
+        workers = "max_workers if type(max_workers) is int else None"
         wrapper = _generate(
-            original, name, _INIT_BODY, {"workers": ("max_workers", given, default)}
+            original, name, _hooks.INIT_BODY, {"workers": ("max_workers", workers, "None")}
         )
     elif name == "shutdown":
         extra = {
             "wait": ("wait", "wait", "_eg_wait(_eg_args, _eg_kwargs)"),
             "cancel": ("cancel_futures", "cancel_futures", "_eg_cancel(_eg_args, _eg_kwargs)"),
         }
-        wrapper = _generate(original, name, _SHUTDOWN_BODY, extra)
+        wrapper = _generate(original, name, _hooks.SHUTDOWN_BODY, extra)
     else:
-        wrapper = _generate(original, name, _EXIT_BODY, {})
+        wrapper = _generate(original, name, _hooks.EXIT_BODY, {})
     _generated[original] = wrapper
     return wrapper
-
-
-def _eg_wait(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return args[0] if args else kwargs.get("wait", True)
-
-
-def _eg_cancel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return args[1] if len(args) > 1 else kwargs.get("cancel_futures", False)
-
-
-_getframe = sys._getframe
 
 
 def _patch_module(module: ModuleType) -> None:
@@ -315,9 +259,7 @@ class _PatchOnImport:
 
 def install() -> None:
     """Route the wrappers to the hooks; patch now or on import. Idempotent."""
-    global _on_init, _on_shutdown, _on_exit
     with PATCHES.lock:
-        _on_init, _on_shutdown, _on_exit = _hooks.on_init, _hooks.on_shutdown, _hooks.on_exit
         if PATCHES.finder is None:
             PATCHES.finder = _PatchOnImport()
             sys.meta_path.insert(0, PATCHES.finder)
@@ -346,10 +288,8 @@ def uninstall() -> list[str]:
     A method that someone else patched over ours is not clobbered: our wrapper
     stays under theirs and passes straight through, since the hooks are gone.
     """
-    global _on_init, _on_shutdown, _on_exit
     left: list[str] = []
     with PATCHES.lock:
-        _on_init = _on_shutdown = _on_exit = None
         finder = PATCHES.finder
         if finder is not None:
             try:

@@ -65,12 +65,10 @@ class Crossing:
         """The site's counts now, this attempt included."""
         site = site_view(self.site)
         if not self.refused:
-            # This attempt's pool is being built: count it, as open.
-            missing = self.attempt - site["refused"] - site["created"]
-            if missing > 0:
-                site["created"] += missing
-                site["live"] += missing
-                site["shutdown"]["open"] += missing
+            # This attempt's pool is being built: count it, as open and live.
+            site["created"] += 1
+            site["live"] += 1
+            site["shutdown"]["open"] += 1
         return site
 
 
