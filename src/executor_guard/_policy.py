@@ -132,8 +132,24 @@ def event(crossing: Crossing, config: Config) -> dict[str, Any]:
     return data
 
 
-def _render_console(data: dict[str, Any]) -> str:
+def _structlog() -> Any:
+    """structlog, imported with what its module ``__getattr__`` would import later.
+
+    structlog's ``__getattr__`` imports ``importlib.metadata`` on any unknown
+    name, so a host that probes its modules (``hasattr(module, ...)`` over a
+    copy of ``sys.modules``, as CPython's own test runner does) would see
+    ``sys.modules`` change under it because we imported structlog. Importing
+    that first keeps the probe a read.
+    """
+    import importlib.metadata  # noqa: F401 - see above
+
     import structlog
+
+    return structlog
+
+
+def _render_console(data: dict[str, Any]) -> str:
+    structlog = _structlog()
 
     body = dict(data)
     stack = body.pop("stack", [])
@@ -144,7 +160,7 @@ def _render_console(data: dict[str, Any]) -> str:
 
 
 def _render_json(data: dict[str, Any]) -> str:
-    import structlog
+    structlog = _structlog()
 
     rendered = structlog.processors.JSONRenderer(sort_keys=False)(None, "warning", data)
     return rendered if isinstance(rendered, str) else rendered.decode()
@@ -158,7 +174,7 @@ def emit_log(data: dict[str, Any], config: Config, stream: Optional[Any] = None)
     ``logging`` hands the rendered line to the stdlib logger ``executor_guard``
     so the host's handlers (and log shippers) receive it.
     """
-    import structlog
+    structlog = _structlog()
 
     def add_timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
         # Stable key order for log shippers: event, timestamp, level, then the rest.
