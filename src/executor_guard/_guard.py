@@ -371,6 +371,17 @@ class _Block:
                     _GUARDS.last = guard
 
 
+def block(config: _config.Config, *, record_only: bool = False) -> _Block:
+    """A ``guarded()`` block for an already validated ``config`` (the pytest plugin's).
+
+    ``record_only``: the policy never acts; findings stay in the registry for
+    the caller to read (the plugin then fails the test phase itself).
+    """
+    from ._policy import RecordOnly
+
+    return _Block(config, RecordOnly(config) if record_only else None)
+
+
 def guarded(**options: Any) -> _Block:
     """Guard pools created inside a ``with`` block, with a registry of their own.
 

@@ -192,7 +192,8 @@ class Report:
 # -- text ----------------------------------------------------------------
 
 
-def _short(path: str) -> str:
+def short_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it."""
     try:
         relative = os.path.relpath(path)
     except ValueError:
@@ -229,10 +230,11 @@ def _source(file: str, line: int) -> str:
         return ""
 
 
-def _site_text(site: dict[str, Any]) -> list[str]:
+def site_text(site: dict[str, Any]) -> list[str]:
+    """The text summary's lines for one site of a report."""
     lines = []
     findings = ", ".join(site["findings"]) or "no findings"
-    lines.append(f"[{findings}] {_short(site['file'])}:{site['line']} in {site['function']}")
+    lines.append(f"[{findings}] {short_path(site['file'])}:{site['line']} in {site['function']}")
     classes = _counts(site["classes"])
     rate = site.get("rate_per_min")
     span = site["last_at"] - site["first_at"]
@@ -258,7 +260,7 @@ def _site_text(site: dict[str, Any]) -> list[str]:
         lines.append("    max_workers: " + ", ".join(f"{size} (x{n})" for size, n in sizes))
     creator = site.get("creator") or {}
     if creator and (creator.get("file"), creator.get("line")) != (site["file"], site["line"]):
-        where = f"{_short(creator['file'])}:{creator['line']} in {creator['function']}"
+        where = f"{short_path(creator['file'])}:{creator['line']} in {creator['function']}"
         lines.append(f"    created inside: {where}")
     for stack in site.get("stacks", [])[:1]:
         sampling = site.get("stack_sampling", {})
@@ -278,7 +280,7 @@ def _site_text(site: dict[str, Any]) -> list[str]:
         for frame in frames:
             marker = ">" if frame.get("app") else " "
             lines.append(
-                f"     {marker} {_short(frame['file'])}:{frame['line']} in {frame['function']}"
+                f"     {marker} {short_path(frame['file'])}:{frame['line']} in {frame['function']}"
             )
             if frame.get("app"):
                 text = _source(frame["file"], frame["line"])
@@ -309,7 +311,7 @@ def render_text(data: dict[str, Any], *, limit: int = 10) -> str:
     out = [head]
     for site in flagged[:limit]:
         out.append("")
-        out.extend(_site_text(site))
+        out.extend(site_text(site))
     if len(flagged) > limit:
         out.append(f"... and {len(flagged) - limit} more sites with findings (see the JSON report)")
     quiet = [s for s in sites if not s["findings"]]
@@ -317,7 +319,7 @@ def render_text(data: dict[str, Any], *, limit: int = 10) -> str:
         out.append("")
         out.append(f"{_plural(len(quiet), 'call site')} without findings; the busiest:")
         for site in quiet[:3]:
-            where = f"{_short(site['file'])}:{site['line']} in {site['function']}"
+            where = f"{short_path(site['file'])}:{site['line']} in {site['function']}"
             out.append(f"    {site['created']} x {where}")
     if totals.get("overflow_creations"):
         out.append(

@@ -237,14 +237,13 @@ class _Plugin:
     ) -> Generator[None, object, object]:
         if not self._wants(item):
             return (yield)
-        from ._guard import _Block
-        from ._policy import RecordOnly
+        from ._guard import block as guard_block
 
         try:
             config, mode = self._test_config(item)
         except ConfigError as error:
             raise pytest.UsageError(f"executor_guard: {error}") from None
-        block = _Block(config, RecordOnly(config) if mode == "fail" else None)
+        block = guard_block(config, record_only=mode == "fail")
         guard = block.__enter__()
         item.stash[_TEST_GUARD] = _TestGuard(guard, mode)
         try:
@@ -257,9 +256,13 @@ class _Plugin:
         state = item.stash.get(_TEST_GUARD, None)
         if state is None or state.mode != "fail":
             return []
+        # The registry's counts only (no report, no psutil) after every phase;
+        # a report's text only for a phase that fails.
+        if not any(view["churn"] and not view["ignored"] for view in state.guard.snapshot().sites):
+            return []
         return [
             site
-            for site in state.guard.report().sites
+            for site in state.guard.report(process_figures=False).sites
             if "churn" in site["findings"] and (site["file"], site["line"]) not in state.failed
         ]
 
@@ -278,7 +281,7 @@ class _Plugin:
         crossed = self._crossed(item)
         if state is None or not crossed:
             return
-        from ._report import _site_text
+        from ._report import site_text
 
         lines = [
             f"executor_guard: {_sites(len(crossed))} created pools repeatedly during the "
@@ -287,7 +290,7 @@ class _Plugin:
         for site in crossed:
             state.failed.add((site["file"], site["line"]))
             lines.append("")
-            lines.extend(_site_text(site))
+            lines.extend(site_text(site))
         lines.append("")
         lines.append(
             "Create the pool once (a module-level or fixture-scoped pool) and reuse it, or allow "
@@ -319,13 +322,14 @@ class _Plugin:
 
     def _add_to_tally(self, item: pytest.Item, guard: Any) -> None:
         try:
-            sites = guard.report().sites
+            sites = guard.snapshot().sites
         except Exception:  # never break the run over the summary
             return
-        for site in sites:
-            if site.get("ignored"):
+        for view in sites:
+            if view["ignored"]:
                 continue
-            self.add_site(site, item.nodeid, site["created"])
+            site = {"file": view["file"], "line": view["line"], "function": view["function"]}
+            self.add_site(site, item.nodeid, view["created"])
 
     def add_site(self, site: dict[str, Any], nodeid: str, created: int) -> None:
         key = (site["file"], site["line"], site["function"])
@@ -358,14 +362,14 @@ class _Plugin:
         churning = self.churning()
         if not churning:
             return
-        from ._report import _short
+        from ._report import short_path
 
         write = terminalreporter.write_line
         terminalreporter.section("executor_guard: call sites that churn across tests", sep="=")
         for (file, line, function), entry in churning:
             tests = entry["tests"]
             write(
-                f"{_short(file)}:{line} in {function}: {entry['created']} pools over "
+                f"{short_path(file)}:{line} in {function}: {entry['created']} pools over "
                 f"{len(tests)} tests (threshold {self.settings.threshold})"
             )
             # Most pools first, then in the order the tests ran.
@@ -417,7 +421,7 @@ class ExecutorGuardFixture:
 
     def report(self) -> Any:
         """The report of this test so far (``to_dict()``, ``to_text()``)."""
-        return self._guard.report()
+        return self._guard.report(process_figures=False)
 
     @property
     def sites(self) -> list[dict[str, Any]]:
@@ -439,11 +443,11 @@ class ExecutorGuardFixture:
         __tracebackhide__ = True
         churning = self.churning()
         if churning:
-            from ._report import _site_text
+            from ._report import site_text
 
             lines = [f"{_sites(len(churning))} created pools repeatedly:"]
             for site in churning:
-                lines.extend(_site_text(site))
+                lines.extend(site_text(site))
             raise AssertionError("\n".join(lines))
 
     def clear(self) -> None:
