@@ -124,7 +124,7 @@ class Report:
         self._data = data
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as PRODUCT.md's JSON schema (a deep copy)."""
+        """The report as the JSON schema the README documents (a deep copy)."""
         copied: dict[str, Any] = json.loads(json.dumps(self._data))
         return copied
 
@@ -230,11 +230,12 @@ def _source(file: str, line: int) -> str:
         return ""
 
 
-def site_text(site: dict[str, Any]) -> list[str]:
-    """The text summary's lines for one site of a report."""
-    lines = []
+def _heading(site: dict[str, Any]) -> list[str]:
     findings = ", ".join(site["findings"]) or "no findings"
-    lines.append(f"[{findings}] {short_path(site['file'])}:{site['line']} in {site['function']}")
+    return [f"[{findings}] {short_path(site['file'])}:{site['line']} in {site['function']}"]
+
+
+def _created(site: dict[str, Any]) -> list[str]:
     classes = _counts(site["classes"])
     rate = site.get("rate_per_min")
     span = site["last_at"] - site["first_at"]
@@ -247,21 +248,42 @@ def site_text(site: dict[str, Any]) -> list[str]:
     else:  # a per-minute rate extrapolated from a burst says little
         rate_text = f" within {span * 1000:.0f} ms"
     refused = f", {site['refused']} refused" if site.get("refused") else ""
-    lines.append(f"    created {site['created']}{refused} ({classes}){rate_text}")
-    lines.append(f"    live now {site['live']}, peak live {site['peak_live']}")
+    return [f"    created {site['created']}{refused} ({classes}){rate_text}"]
+
+
+def _live(site: dict[str, Any]) -> list[str]:
+    return [f"    live now {site['live']}, peak live {site['peak_live']}"]
+
+
+def _shutdown(site: dict[str, Any]) -> list[str]:
     modes = {m: n for m, n in site["shutdown"].items() if n}
     mode_text = _counts(modes) if modes else "-"
     if site.get("nowait_pending"):
         mode_text += f" ({site['nowait_pending']} with work still pending or running)"
-    lines.append(f"    shutdown: {mode_text}")
-    lines.append(f"    threads: {_counts(site['threads'])}")
-    if site.get("max_workers"):
-        sizes = sorted(site["max_workers"].items(), key=lambda kv: -kv[1])
-        lines.append("    max_workers: " + ", ".join(f"{size} (x{n})" for size, n in sizes))
+    return [f"    shutdown: {mode_text}"]
+
+
+def _threads(site: dict[str, Any]) -> list[str]:
+    return [f"    threads: {_counts(site['threads'])}"]
+
+
+def _max_workers(site: dict[str, Any]) -> list[str]:
+    if not site.get("max_workers"):
+        return []
+    sizes = sorted(site["max_workers"].items(), key=lambda kv: -kv[1])
+    return ["    max_workers: " + ", ".join(f"{size} (x{n})" for size, n in sizes)]
+
+
+def _creator(site: dict[str, Any]) -> list[str]:
     creator = site.get("creator") or {}
-    if creator and (creator.get("file"), creator.get("line")) != (site["file"], site["line"]):
-        where = f"{short_path(creator['file'])}:{creator['line']} in {creator['function']}"
-        lines.append(f"    created inside: {where}")
+    if not creator or (creator.get("file"), creator.get("line")) == (site["file"], site["line"]):
+        return []
+    where = f"{short_path(creator['file'])}:{creator['line']} in {creator['function']}"
+    return [f"    created inside: {where}"]
+
+
+def _stacks(site: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     for stack in site.get("stacks", [])[:1]:
         sampling = site.get("stack_sampling", {})
         captured = sampling.get("captured", stack["count"])
@@ -289,6 +311,30 @@ def site_text(site: dict[str, Any]) -> list[str]:
         others = len(site.get("stacks", [])) - 1
         if others > 0:
             lines.append(f"    ({others} other distinct stack(s) in the JSON report)")
+    return lines
+
+
+#: The text summary's lines of a site, by the schema field that leads them;
+#: they are written in the schema's order.
+_TEXT: dict[str, Any] = {
+    "file": _heading,
+    "created": _created,
+    "live": _live,
+    "shutdown": _shutdown,
+    "threads": _threads,
+    "max_workers": _max_workers,
+    "creator": _creator,
+    "stacks": _stacks,
+}
+
+
+def site_text(site: dict[str, Any]) -> list[str]:
+    """The text summary's lines for one site of a report, in the site schema's order."""
+    lines: list[str] = []
+    for field in SITE_FIELDS:
+        render = _TEXT.get(field.name)
+        if render is not None:
+            lines.extend(render(site))
     return lines
 
 

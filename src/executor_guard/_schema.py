@@ -1,11 +1,12 @@
 """The one site schema: every per-site field of the JSON report, once.
 
-Each :class:`Field` says how the field is written from a registry view
-(``_registry.view``), what type a report file must hold there, and how
-several processes' values merge. The JSON writer, the validator, the merger
-and the text summary in ``_report`` all iterate over :data:`SITE_FIELDS`; a
-new per-site figure is one counter in the registry (its slot, where it is
-counted, its entry in ``view``) and one row here.
+Each :class:`Field` says what type a report file must hold there and how
+several processes' values merge; its place in :data:`SITE_FIELDS` is its
+place in the JSON report and in the text summary. The JSON writer, the
+validator, the merger and the text summary in ``_report`` all iterate over
+:data:`SITE_FIELDS`. A new per-site figure is one counter in the registry (its
+slot, where it is counted, its entry in ``view``) and one row here, plus a
+line of text in ``_report`` if the summary should show it.
 """
 
 from __future__ import annotations
@@ -174,14 +175,14 @@ class Field:
         self.required = required
 
 
-#: Every per-site field, in the order the JSON report writes them. ``file``,
-#: ``line`` and ``function`` identify a site (merging is by those three).
+#: Every per-site field, in the order the JSON report writes them and the text
+#: summary its lines. ``file``, ``line`` and ``function`` identify a site
+#: (merging is by those three).
 SITE_FIELDS: tuple[Field, ...] = (
     Field("file", _STR, _first, required=True),
     Field("line", _INT, _first, required=True),
     Field("function", _STR, _first, required=True),
     Field("module", _STR, _first),
-    Field("creator", _frame, _first),
     Field("classes", _table, _add_tables),
     Field("created", _INT, _sum, required=True),
     Field("refused", _INT, _sum),
@@ -195,6 +196,7 @@ SITE_FIELDS: tuple[Field, ...] = (
     Field("cancel_futures", _INT, _sum),
     Field("threads", _table, _add_tables),
     Field("max_workers", _table, _add_tables),
+    Field("creator", _frame, _first),
     Field("findings", _findings, _union_findings, required=True),
     Field("ignored", _is(bool, "a boolean"), _any),
     Field("stacks", _stacks, _merge_stacks),
