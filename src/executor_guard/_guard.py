@@ -103,9 +103,9 @@ class Guard:
         self.ignore = _ignore_matcher(config.ignore)
         self.registry = _registry.Registry()
         self.sites = self.registry.sites
-        #: The hooks' one-entry cache: (code, instruction, class, site) of the
-        #: last direct creation.
-        self.last: tuple[Any, int, Any, Any] = (None, -1, None, None)
+        #: The hooks' one-entry cache: (code, instruction, site) of the last
+        #: direct creation. It holds one code object, never a pool or a class.
+        self.last: tuple[Any, int, Any] = (None, -1, None)
 
     def new_site(
         self, key: Frame, site_frame: FrameType, creator_frame: FrameType, at: float
@@ -142,7 +142,7 @@ class Guard:
     def reset(self) -> None:
         """Forget everything recorded (open pools included)."""
         self.registry.forget_records()
-        self.last = (None, -1, None, None)
+        self.last = (None, -1, None)
         self.registry = _registry.Registry()
         self.sites = self.registry.sites
 

@@ -87,9 +87,8 @@ INIT_BODY = """
     due = None
     try:
         frame = _getframe(1)
-        cls = type(self)
-        last_code, last_lasti, last_cls, site = guard.last
-        if frame.f_code is last_code and frame.f_lasti == last_lasti and cls is last_cls:
+        last_code, last_lasti, site = guard.last
+        if frame.f_code is last_code and frame.f_lasti == last_lasti:
             attempt = next(site.attempts) - site.failed
             if attempt < site.due and attempt < site.next_sample:
                 at = _clock()
@@ -99,7 +98,7 @@ INIT_BODY = """
                 record.at = at
                 current = _thread_table.get(_get_ident())
                 record.thread = current._name if current is not None else _thread_name()
-                record.cls = cls.__name__
+                record.cls = type(self).__name__
                 record.stack = None
                 record.workers = {workers}
                 record.mode = None
@@ -260,7 +259,9 @@ def _site(guard: Guard, cls: type, frame: Optional[FrameType]) -> Any:
             return None
     if site_frame is frame:
         # Only direct creations are cached: for them all three are the frame.
-        guard.last = (frame.f_code, frame.f_lasti, cls, site)
+        # The class is not part of the key: a subclass with a constructor of
+        # its own is never a direct creation (its __init__ is the frame).
+        guard.last = (frame.f_code, frame.f_lasti, site)
     return site, creator, site_frame
 
 

@@ -288,3 +288,27 @@ def test_a_child_forked_while_sysconfig_is_busy_can_still_create_pools() -> None
         os.waitpid(pid, 0)
         pytest.fail("the forked child hung at its first pool")
     assert status is not None and os.WEXITSTATUS(status) == 0
+
+
+def test_a_pool_class_made_at_run_time_is_not_kept_alive() -> None:
+    """Neither the call-site cache nor the records hold the program's classes."""
+
+    def build(with_init: bool) -> weakref.ref[type]:
+        body: dict[str, object] = {}
+        if with_init:
+
+            def __init__(self: ThreadPoolExecutor) -> None:
+                ThreadPoolExecutor.__init__(self, 1)
+
+            body["__init__"] = __init__
+        cls = type("Made", (ThreadPoolExecutor,), body)
+        for _ in range(3):
+            pool = cls() if with_init else cls(1)
+            pool.shutdown()
+        return weakref.ref(cls)
+
+    with executor_guard.guarded(threshold=10**6) as guard:
+        refs = [build(False), build(True)]
+        gc.collect()
+        assert [ref() for ref in refs] == [None, None]
+    assert guard.report().to_dict()["totals"]["pools"] == 6
