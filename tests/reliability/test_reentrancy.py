@@ -133,12 +133,18 @@ def test_keyboard_interrupts_inside_the_guard_never_leave_it_stuck(tmp_path: Pat
 
         signal.signal(signal.SIGALRM, interrupt)
         signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+        # Many call sites, each new for a while, so that creations also take
+        # the full path (new sites, sampled stacks), not only the fast one.
+        namespace = {"ThreadPoolExecutor": ThreadPoolExecutor}
+        exec("\\n".join(
+            f"def make{i}():\\n    ThreadPoolExecutor(1).shutdown()" for i in range(400)
+        ), namespace)
+        makers = [namespace[f"make{i}"] for i in range(400)]
         interrupts = 0
         done = 0
-        while interrupts < 500 and done < 200000:
+        while interrupts < 1000 and done < 200000:
             try:
-                pool = ThreadPoolExecutor(1)
-                pool.shutdown()
+                makers[done % 400]()
                 done += 1
             except KeyboardInterrupt:
                 interrupts += 1
@@ -245,9 +251,18 @@ def test_a_program_that_exits_at_once_still_exits_with_a_daemon_thread_inside_th
 
         executor_guard.install(mode="log", threshold=10**9)
 
+        # Many call sites: creations take the full path too, not only the fast one.
+        namespace = {"ThreadPoolExecutor": ThreadPoolExecutor}
+        exec("\\n".join(
+            f"def make{i}():\\n    ThreadPoolExecutor(1).shutdown()" for i in range(400)
+        ), namespace)
+        makers = [namespace[f"make{i}"] for i in range(400)]
+
         def churn():
+            index = 0
             while True:
-                ThreadPoolExecutor(1).shutdown()
+                makers[index % 400]()
+                index += 1
 
         for _ in range(2):
             threading.Thread(target=churn, daemon=True).start()
