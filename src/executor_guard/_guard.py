@@ -53,9 +53,11 @@ class _Guards:
 
     def after_fork(self) -> None:
         self.lock = threading.RLock()
-        guard = self.guard
-        if guard is not None:
-            guard.reset()  # the child's registry starts empty
+        # Every guard the child may report from starts empty.
+        guards = {id(g): g for g in (self.guard, self.installed, self.last, *self.suspended)}
+        for guard in guards.values():
+            if guard is not None:
+                guard.reset()
 
 
 _GUARDS = _Guards()
@@ -153,6 +155,9 @@ class Guard:
         if self.own_policy:
             self.policy = Policy(config)
         for site in list(self.sites.values()):
+            site.ignored = self.ignore is not None and _ignored(
+                self.ignore, (site.file, site.line, site.function), site.module
+            )
             self.policy.configure_site(site)
 
     def __repr__(self) -> str:

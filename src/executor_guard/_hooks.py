@@ -58,6 +58,8 @@ _events = _registry.TABLES.events
 _owner = _registry.TABLES.owner
 _drain = _registry.drain
 _BATCH = _registry.BATCH
+_drain_soon = _registry.drain_soon
+_peaked = _registry.peaked
 
 #: The active guard, or None; set by ``_guard`` when a guard (de)activates.
 _guard: Optional[Guard] = None
@@ -83,64 +85,69 @@ INIT_BODY = """
     guard = _guard
     if guard is None:
         return original({call})
-    record = _SLOW
-    due = None
     try:
-        frame = _getframe(1)
-        last_code, last_lasti, site = guard.last
-        if frame.f_code is last_code and frame.f_lasti == last_lasti:
-            attempt = next(site.attempts) - site.failed
-            if attempt < site.due and attempt < site.next_sample:
-                at = _clock()
-                record = _Record(self, _append)
-                record.site = site
-                record.pool_id = pool_id = id(self)
-                record.at = at
-                current = _thread_table.get(_get_ident())
-                record.thread = current._name if current is not None else _thread_name()
-                record.cls = type(self).__name__
-                record.stack = None
-                record.workers = {workers}
-                record.mode = None
-                record.extra = None
-                record.state = 0
-                _records[pool_id] = record
-                site.last_at = at
-                live_now = site.open
-                live_now[pool_id] = record
-                if len(live_now) > site.peak_live:
-                    _opened_peak(site, live_now)
-            else:
-                due = (site, attempt)
-    except Exception as exc:
-        record = _failed(exc, "recording a pool creation")
-    if record is _SLOW:
+        record = _SLOW
+        due = None
         try:
-            record = on_init(self, _getframe(1), {workers}, due)
-        except _ExecutorChurnError as refused:
-            # A fresh traceback: it starts here, one frame under the call site.
-            raise refused.with_traceback(None) from None
-    if record is None:
-        return original({call})
-    try:
+            frame = _getframe(1)
+            last_code, last_lasti, site = guard.last
+            if frame.f_code is last_code and frame.f_lasti == last_lasti:
+                attempt = next(site.attempts) - site.failed
+                if attempt < site.due and attempt < site.next_sample:
+                    at = _clock()
+                    record = _Record(self, _append)
+                    record.site = site
+                    record.pool_id = pool_id = id(self)
+                    record.at = at
+                    current = _thread_table.get(_get_ident())
+                    record.thread = current._name if current is not None else _thread_name()
+                    record.cls = type(self).__name__
+                    record.stack = None
+                    record.workers = {workers}
+                    record.mode = None
+                    record.extra = None
+                    record.state = 0
+                    _records[pool_id] = record  # filed: from here a failure abandons it
+                    site.last_at = at
+                    live_now = site.open
+                    live_now[pool_id] = record
+                    if len(live_now) > site.peak_live:
+                        _peaked(site, live_now)
+                    if len(_events) >= _BATCH:
+                        _drain_soon()
+                else:
+                    due = (site, attempt)
+        except Exception as exc:
+            record = _failed(exc, "recording a pool creation")
+        if record is _SLOW:
+            try:
+                record = on_init(self, _getframe(1), {workers}, due)
+            except _ExecutorChurnError as refused:
+                # A fresh traceback: it starts here, one frame under the call site.
+                raise refused.with_traceback(None) from None
         return original({call})
     except BaseException:
-        init_failed(record)
+        # The constructor raised, or an exception of the program's (a signal
+        # handler's) reached us: a pool filed for this call was never built.
+        _creation_failed(self)
         raise
 """
 
 SHUTDOWN_BODY = """
     if _guard is not None:
-        record = _records.pop(id(self), None)
-        if record is not None:
-            if {wait} and not {cancel} and record() is self:
+        record = _records.get(id(self))
+        if record is not None and record.mode is None and record() is self:
+            if {wait} and not {cancel}:
                 if record.workers is None:
                     record.workers = getattr(self, "_max_workers", None)
                 record.site.open.pop(record.pool_id, None)
                 record.mode = "wait"
                 _append(record)
-                if len(_events) >= _BATCH and not _owner:
-                    _drain()
+                # Unfiled last: interrupted before this, the end is still
+                # counted (the weak reference queues the record at collection).
+                _records.pop(record.pool_id, None)
+                if len(_events) >= _BATCH:
+                    _drain_soon()
             else:
                 on_shutdown(self, record, {wait}, {cancel})
     return original({call})
@@ -148,8 +155,8 @@ SHUTDOWN_BODY = """
 
 EXIT_BODY = """
     if _guard is not None:
-        record = _records.pop(id(self), None)
-        if record is not None:
+        record = _records.get(id(self))
+        if record is not None and record.mode is None and record() is self:
             on_exit(self, record)
     return original({call})
 """
@@ -157,6 +164,12 @@ EXIT_BODY = """
 def _eg_wait(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``wait`` from a shutdown whose signature is not mirrored (``*args, **kwargs``)."""
     return args[0] if args else kwargs.get("wait", True)
+
+
+def _eg_workers(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``max_workers`` from a constructor whose signature is not mirrored."""
+    workers = args[0] if args else kwargs.get("max_workers")
+    return workers if type(workers) is int else None
 
 
 def _eg_cancel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -172,10 +185,11 @@ def _thread_name() -> str:
     return _current_thread().name
 
 
-def _opened_peak(site: Any, live_now: dict[int, Any]) -> None:
-    """A new peak of live pools at ``site``: keep it, and sample the thread count."""
-    site.peak_live = len(live_now)
-    site.registry.count_threads()
+def _creation_failed(pool: Any) -> None:
+    """A creation did not complete: abandon the record filed for ``pool``, if any."""
+    record = _records.get(id(pool))
+    if record is not None and record() is pool and record.mode != "abandoned":
+        init_failed(record)
 
 
 def _failed(exc: Exception, where: str) -> None:
@@ -257,11 +271,14 @@ def _site(guard: Guard, cls: type, frame: Optional[FrameType]) -> Any:
         site = guard.new_site(key, site_frame, creator, _clock())
         if site is None:
             return None
-    if site_frame is frame:
-        # Only direct creations are cached: for them all three are the frame.
-        # The class is not part of the key: a subclass with a constructor of
-        # its own is never a direct creation (its __init__ is the frame).
-        guard.last = (frame.f_code, frame.f_lasti, site)
+    direct = frame is not None and site_frame is frame and kinds.get(code.co_filename) == APP
+    if direct and site.registry is guard.registry:
+        # Only direct creations by application code are cached: for them all
+        # three are the frame (a library line without an application caller
+        # stands for whoever calls it next). The class is not part of the
+        # key: a subclass with a constructor of its own is never a direct
+        # creation (its __init__ is the frame).
+        guard.last = (site_frame.f_code, site_frame.f_lasti, site)
     return site, creator, site_frame
 
 
@@ -304,9 +321,6 @@ def init_failed(record: Record) -> None:
 def on_shutdown(pool: Any, record: Record, wait: Any, cancel_futures: Any) -> None:
     """The first ``shutdown()`` of a recorded pool, other than a plain ``wait=True``."""
     try:
-        if record() is not pool:  # not its record: leave it where it was
-            _records[record.pool_id] = record
-            return
         if record.workers is None:
             record.workers = getattr(pool, "_max_workers", None)
         if wait:
@@ -314,6 +328,7 @@ def on_shutdown(pool: Any, record: Record, wait: Any, cancel_futures: Any) -> No
         else:
             pending, threads = pending_and_workers(pool)
             _end_with(record, "nowait", cancel_futures, pending, threads)
+        _records.pop(record.pool_id, None)
     except Exception as exc:
         _failed(exc, "recording a pool shutdown")
 
@@ -321,11 +336,9 @@ def on_shutdown(pool: Any, record: Record, wait: Any, cancel_futures: Any) -> No
 def on_exit(pool: Any, record: Record) -> None:
     """``__exit__`` of a ``with`` block: the pool ends in ``context`` mode."""
     try:
-        if record() is not pool:
-            _records[record.pool_id] = record
-            return
         if record.workers is None:
             record.workers = getattr(pool, "_max_workers", None)
         _end(record, "context")
+        _records.pop(record.pool_id, None)
     except Exception as exc:
         _failed(exc, "recording a pool shutdown")

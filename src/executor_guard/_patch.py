@@ -110,12 +110,17 @@ def _signature(code: Any, function: Any) -> Optional[tuple[list[str], str, dict[
 
 
 def _generate(
-    original: Callable[..., Any], name: str, body: str, extra: dict[str, tuple[str, str, str]]
+    original: Callable[..., Any],
+    name: str,
+    body: str,
+    extra: dict[str, tuple[str, str, str, str]],
 ) -> Any:
     """Compile a wrapper of ``original`` running ``body``, with the original's signature.
 
-    ``extra`` fills the body's other fields: ``{field: (parameter, text, fallback)}``
-    puts ``text`` where ``original`` has that parameter, else ``fallback``.
+    ``extra`` fills the body's other fields: ``{field: (parameter, text,
+    generic, absent)}`` puts ``text`` where ``original`` has that parameter,
+    ``generic`` in a ``*args, **kwargs`` wrapper (signatures not mirrored),
+    and ``absent`` where a mirrored signature lacks the parameter.
     """
     code = getattr(original, "__code__", None)
     mirrored = _signature(code, original) if code is not None else None
@@ -130,8 +135,11 @@ def _generate(
         params, call, bindings = mirrored
         names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
     fields = {"call": call}
-    for key, (param, present, fallback) in extra.items():
-        fields[key] = present if param in names else fallback
+    for key, (param, present, generic, absent) in extra.items():
+        if not names:
+            fields[key] = generic
+        else:
+            fields[key] = present if param in names else absent
     arguments = ", ".join(["original", *bindings])
     source = (
         f"def _eg_factory({arguments}):\n"
@@ -163,12 +171,20 @@ def _wrap(original: Callable[..., Any], name: str) -> Callable[..., Any]:
         # pool at its shutdown.
         workers = "max_workers if type(max_workers) is int else None"
         wrapper = _generate(
-            original, name, _hooks.INIT_BODY, {"workers": ("max_workers", workers, "None")}
+            original,
+            name,
+            _hooks.INIT_BODY,
+            {"workers": ("max_workers", workers, "_eg_workers(_eg_args, _eg_kwargs)", "None")},
         )
     elif name == "shutdown":
         extra = {
-            "wait": ("wait", "wait", "_eg_wait(_eg_args, _eg_kwargs)"),
-            "cancel": ("cancel_futures", "cancel_futures", "_eg_cancel(_eg_args, _eg_kwargs)"),
+            "wait": ("wait", "wait", "_eg_wait(_eg_args, _eg_kwargs)", "True"),
+            "cancel": (
+                "cancel_futures",
+                "cancel_futures",
+                "_eg_cancel(_eg_args, _eg_kwargs)",
+                "False",
+            ),
         }
         wrapper = _generate(original, name, _hooks.SHUTDOWN_BODY, extra)
     else:

@@ -258,7 +258,7 @@ BATCH = 32
 
 
 #: A queue this long makes the next submitter check for a stale owner.
-_STALE_CHECK = 4096
+STALE_CHECK = 4096
 
 
 def submit(event: Any) -> None:
@@ -266,12 +266,21 @@ def submit(event: Any) -> None:
     _append(event)
     if not _owner:
         drain()
-    elif len(_events) >= _STALE_CHECK:
-        _recover()
+    elif len(_events) >= STALE_CHECK:
+        recover()
         drain()
 
 
-def _recover() -> None:
+def drain_soon() -> None:
+    """The queue is a batch long: apply it, or free it from a stale owner first."""
+    if not _owner:
+        drain()
+    elif len(_events) >= STALE_CHECK:
+        recover()
+        drain()
+
+
+def recover() -> None:
     """Free the queue if its owner is gone: it can then never release it.
 
     A second signal landing inside the release itself (two Ctrl-Cs in a row)
@@ -290,8 +299,8 @@ def _recover() -> None:
 def queue(record: Record) -> None:
     """Queue ``record`` for application with the next batch (or report)."""
     _append(record)
-    if len(_events) >= BATCH and not _owner:
-        drain()
+    if len(_events) >= BATCH:
+        drain_soon()
 
 
 def drain() -> bool:
@@ -401,7 +410,11 @@ def _apply_queue() -> None:
                     del _records[pool_id]
                 if site.open.get(pool_id) is record:
                     del site.open[pool_id]
-            elif mode == "forgotten" or mode == "abandoned":
+            elif mode == "forgotten":
+                if record() is None and site.open.get(record.pool_id) is record:
+                    del site.open[record.pool_id]  # unseen end, but gone now
+                continue
+            elif mode == "abandoned":
                 continue
             record.state = 2
             setattr(site, mode, getattr(site, mode) + 1)
@@ -409,9 +422,11 @@ def _apply_queue() -> None:
             extra = record.extra
             if extra is not None:
                 _ended_with(site, record, extra)
-        except (AttributeError, TypeError):
+        except (AttributeError, TypeError) as exc:
             # A record left half-made by an exception from a signal handler
             # (its pool then never got built): nothing to count.
+            if not is_ours(exc):
+                raise
             continue
         finally:
             events.popleft()
@@ -441,7 +456,8 @@ def _ended_with(
             if _alive(threads):
                 site.draining.append(record)  # still live: in site.open until they end
                 return
-            site.open.pop(record.pool_id, None)
+            if site.open.get(record.pool_id) is record:
+                del site.open[record.pool_id]
     record.extra = None
 
 
@@ -548,6 +564,17 @@ def opened(site: Site, record: Record, at: float) -> None:
     live_now = site.open
     live_now[record.pool_id] = record
     if len(live_now) > site.peak_live:
+        peaked(site, live_now)
+
+
+def peaked(site: Site, live_now: dict[int, Record]) -> None:
+    """Perhaps a new peak of live pools at ``site``: keep it, and sample the thread count.
+
+    Pools collected or drained since are still in ``live_now`` until their
+    events are applied: apply them first (if the queue is free), then look again.
+    """
+    settle(site)
+    if len(live_now) > site.peak_live:
         site.peak_live = len(live_now)
         site.registry.count_threads()
 
@@ -572,8 +599,8 @@ def end(record: Record, mode: str) -> None:
         record.site.open.pop(record.pool_id, None)
     record.mode = mode
     _append(record)
-    if len(_events) >= BATCH and not _owner:
-        drain()
+    if len(_events) >= BATCH:
+        drain_soon()
 
 
 def end_with(
@@ -662,7 +689,7 @@ class Registry:
             if deadline is None:
                 deadline = now + _SNAPSHOT_PATIENCE
             if _owner.get(0) is not None and _owner.get(0) == _get_ident():
-                _recover()
+                recover()
                 if not _owner:
                     continue
             if now >= deadline or _owned_here():
@@ -707,7 +734,7 @@ def _owned_here() -> bool:
     made by a signal handler or finalizer that interrupted the owner.
     """
     frame: Any = sys._getframe(1)
-    codes = (_apply_queue.__code__, owned.__code__)
+    codes = (drain.__code__, _apply_queue.__code__, owned.__code__)
     while frame is not None:
         if frame.f_code in codes:
             return True
@@ -721,6 +748,15 @@ def _count_open(belongs: Callable[[Record], bool]) -> None:
         if record.state == 0 and belongs(record):
             _append(record)
     _apply_queue()
+
+
+def settle(site: Site) -> None:
+    """Apply the queue and retire ``site``'s drained pools, if the queue is free now.
+
+    Before a new peak of live pools is taken: pools collected or drained since
+    their last look are still counted live until then.
+    """
+    owned(lambda: _prune_all(site) if site.draining else None, lambda: None)
 
 
 def site_view(site: Site) -> dict[str, Any]:
@@ -748,7 +784,7 @@ def view(
         site = _folded_copy(site)
     started = site.registry.started
     closed = site.context + site.wait + site.nowait + site.never
-    max_workers = {str(k): v for k, v in site.max_workers.items()}
+    max_workers = {str(k): v for k, v in dict(site.max_workers).items()}
     for k, v in (open_workers or {}).items():
         max_workers[str(k)] = max_workers.get(str(k), 0) + v
     return {
@@ -775,7 +811,7 @@ def view(
         "cancel_futures": site.cancel_futures,
         "threads": dict(site.threads),
         "max_workers": max_workers,
-        "stacks": sorted(((n, s) for s, n in site.stacks.items()), key=lambda item: -item[0]),
+        "stacks": sorted(((n, s) for s, n in dict(site.stacks).items()), key=lambda item: -item[0]),
         "stack_sampling": {
             "first": STACK_FIRST,
             "every": STACK_EVERY,

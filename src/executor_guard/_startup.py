@@ -56,7 +56,7 @@ def activate(environ: Optional[Mapping[str, str]] = None) -> Optional[Guard]:
     env = os.environ if environ is None else environ
     try:
         return _activate(env)
-    except SystemExit:
+    except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:  # the host must start whatever happens here
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 import tracemalloc
@@ -312,3 +313,74 @@ def test_a_pool_class_made_at_run_time_is_not_kept_alive() -> None:
         gc.collect()
         assert [ref() for ref in refs] == [None, None]
     assert guard.report().to_dict()["totals"]["pools"] == 6
+
+
+def test_peak_live_counts_only_pools_alive_together() -> None:
+    """Pools dropped without shutdown, or drained after wait=False, are not live any more."""
+    import time
+
+    fillers: list[object] = []
+    with executor_guard.guarded(threshold=10**9) as guard:
+
+        def dropped() -> None:
+            for _ in range(300):
+                pool = ThreadPoolExecutor(1)
+                del pool
+                fillers.append({})  # the next pool lands at another address
+
+        def drained() -> None:
+            for _ in range(40):
+                pool = ThreadPoolExecutor(1)
+                pool.submit(time.sleep, 0.001)
+                pool.shutdown(wait=False)
+                pool._threads.copy().pop().join()  # its work is done before the next
+                del pool
+                fillers.append({})
+
+        dropped()
+        drained()
+    sites = {s["function"].rpartition(".")[2]: s for s in guard.report().to_dict()["sites"]}
+    assert (sites["dropped"]["peak_live"], sites["dropped"]["live"]) == (1, 0)
+    assert sites["dropped"]["shutdown"]["never"] == 300
+    assert (sites["drained"]["peak_live"], sites["drained"]["live"]) == (1, 0)
+
+
+def test_live_pools_stay_live_when_a_drained_pool_address_is_reused() -> None:
+    import time
+
+    kept = []
+    with executor_guard.guarded(threshold=10**9) as guard:
+        for _ in range(40):
+            pool = ThreadPoolExecutor(1)
+            pool.submit(time.sleep, 0.001)
+            pool.shutdown(wait=False)
+            time.sleep(0.005)
+            del pool
+            kept.append(ThreadPoolExecutor(1))  # often at the address just freed
+        live = sum(site["live"] for site in guard.report().to_dict()["sites"])
+    assert live == 40
+    for pool in kept:
+        pool.shutdown()
+
+
+def test_new_ignore_patterns_reach_sites_already_seen() -> None:
+    def churn() -> None:
+        ThreadPoolExecutor(1).shutdown()
+
+    executor_guard.install(mode="raise", threshold=3)
+    churn()
+    executor_guard.install(ignore=[f"*{os.path.basename(__file__)}"])
+    for _ in range(5):
+        churn()  # no ExecutorChurnError: the site is ignored now
+    assert executor_guard.report().to_dict()["sites"][0]["ignored"] is True
+
+
+def test_a_pool_left_open_at_uninstall_is_not_live_once_collected() -> None:
+    guard = executor_guard.install()
+    pool = ThreadPoolExecutor(1)
+    executor_guard.uninstall()
+    pool.shutdown()
+    del pool
+    gc.collect()
+    site = guard.report().to_dict()["sites"][0]
+    assert (site["created"], site["live"], site["shutdown"]["open"]) == (1, 0, 1)
