@@ -26,18 +26,12 @@ program). The threshold is huge so the policy never acts.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import _common
 
 import executor_guard
-import executor_guard._guard
 
 GUARD_OPTIONS: dict[str, Any] = {"mode": "log", "threshold": 10**9}
 
@@ -139,10 +133,11 @@ def measure(
     )
 
 
-def hot_path_results(quick: bool) -> list[dict[str, Any]]:
-    """Targets 1 and 2, with whichever hooks this process uses."""
-    scale = 3 if quick else 1
-    return [
+def main() -> None:
+    """Run the three hot-path benchmarks and emit their JSON."""
+    args = _common.parser(__doc__.splitlines()[0]).parse_args()
+    scale = 3 if args.quick else 1
+    results = [
         measure(
             "lifecycle",
             "Lifecycle: ThreadPoolExecutor(1) + submit(int) + shutdown()",
@@ -161,37 +156,6 @@ def hot_path_results(quick: bool) -> list[dict[str, Any]]:
             limit=2.0,
             unit="pool",
         ),
-    ]
-
-
-def pure_python_results(quick: bool) -> list[dict[str, Any]]:
-    """Targets 1 and 2 again in a child process with ``EXECUTOR_GUARD_PURE_PYTHON=1``.
-
-    Reported for comparison (not judged): what installs without a C compiler get.
-    """
-    env = dict(os.environ, EXECUTOR_GUARD_PURE_PYTHON="1")
-    argv = [sys.executable, __file__, "--hot-path-only"] + (["--quick"] if quick else [])
-    out = subprocess.run(argv, env=env, check=True, capture_output=True, text=True).stdout
-    results: list[dict[str, Any]] = json.loads(out)["results"]
-    for item in results:
-        item["key"] += "_python"
-        item["title"] += " (pure-Python hooks, for comparison)"
-        item["limit_text"] = "reported"
-        item["passed"] = None
-    return results
-
-
-def main() -> None:
-    """Run the three hot-path benchmarks and emit their JSON."""
-    p = _common.parser(__doc__.splitlines()[0])
-    p.add_argument("--hot-path-only", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.hot_path_only:
-        _common.emit("bench_micro", hot_path_results(args.quick), args.out)
-        return
-    scale = 3 if args.quick else 1
-    results = [
-        *hot_path_results(args.quick),
         measure(
             "submit",
             "submit(int) on a long-lived pool created under the guard",
@@ -202,13 +166,6 @@ def main() -> None:
             unit="task",
         ),
     ]
-    if executor_guard._guard.speedups_active():
-        _common.progress("the same without the C hooks (EXECUTOR_GUARD_PURE_PYTHON=1)")
-        results += pure_python_results(args.quick)
-    for item in results:
-        if item["key"] in ("lifecycle", "tight"):
-            hooks = "C" if executor_guard._guard.speedups_active() else "pure-Python"
-            item["note"] = "; ".join(filter(None, [item.get("note"), f"hooks: {hooks}"]))
     _common.emit("bench_micro", results, args.out)
 
 

@@ -52,23 +52,10 @@ TARGETS: dict[str, tuple[str, str]] = {
         "2. Tight loop: `ThreadPoolExecutor(1)` + `shutdown()`, no task",
         "guarded ÷ unguarded ≤ 2.0×",
     ),
-    "lifecycle_python": (
-        "1p. Lifecycle with the pure-Python hooks",
-        "reported for comparison, not judged: what an install without a C compiler gets "
-        "(`EXECUTOR_GUARD_PURE_PYTHON=1`)",
-    ),
-    "tight_python": (
-        "2p. Tight loop with the pure-Python hooks",
-        "reported for comparison, not judged (`EXECUTOR_GUARD_PURE_PYTHON=1`)",
-    ),
     "tight_instructions": (
         "2i. Tight loop, instructions per pool (valgrind)",
         "reported next to target 2: machine instructions counted by valgrind, guarded ÷ "
         "unguarded; a noise-free proxy for time (stalls and branch misses are not counted)",
-    ),
-    "tight_instructions_python": (
-        "2ip. The same with the pure-Python hooks",
-        "reported for comparison (`EXECUTOR_GUARD_PURE_PYTHON=1`)",
     ),
     "submit": (
         "3. `submit(int)` on a long-lived pool created under the guard",
