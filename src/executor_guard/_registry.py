@@ -5,30 +5,32 @@ The garbage collector, finalizers and signal handlers can run inside any of
 our code (an allocation can start a collection; a handler runs between two
 bytecodes), and any of them may create or shut down a pool. So:
 
-* The hooks never update a site's counts themselves. They *submit* an event
-  (a pool's :class:`Record`, or a small tuple) to a deque, whose ``append`` and
-  ``popleft`` are atomic, then try to become the one thread that applies
-  queued events. Ownership is taken with ``dict.setdefault`` on a token made
-  for that attempt: it either succeeds at once or fails at once, so a
-  re-entrant or concurrent call finds the owner busy, leaves its event queued
-  for the owner (who loops until the queue is empty) and returns. Nothing ever
-  waits.
+* A creation *files* the pool's :class:`Record` (in the table of records by
+  pool id and in its site's dict of live pools: atomic dict operations). Its
+  end, or its collection, *queues* the record on a deque (``append`` and
+  ``popleft`` are atomic); creations are counted when their record is applied.
+* One owner applies the queue, in order, in batches. Ownership is taken with
+  ``dict.setdefault`` on a token made for that attempt: it either succeeds at
+  once or fails at once, so a re-entrant or concurrent call finds the owner
+  busy, leaves its event queued for the owner (who loops until the queue is
+  empty) and returns. Nothing ever waits.
 * The release is in a ``finally`` that checks the token, not a flag set after
   the acquisition: an exception raised by a signal handler right after the
-  acquisition (Ctrl-C, a SIGALRM timeout) still releases it.
-* Counts are applied in submission order, so they are exact whatever the
-  interleaving (8 threads x 20,000 creations give 160,000); a report first
-  applies whatever is queued.
+  acquisition (Ctrl-C, a SIGALRM timeout) still releases it; one landing inside
+  the release itself leaves a stale owner that :func:`recover` frees.
+* Counts are exact whatever the interleaving of threads (8 threads x 20,000
+  creations give 160,000); a report first applies whatever is queued.
 
-The registry never holds a pool: each live pool has a :class:`Record`, which
-*is* a weak reference to it. A pool shut down with ``wait=False`` while work
-was pending stays *live* while its workers run; the record then holds weak
-references to those threads, never the threads themselves.
+The registry never holds a pool: each pool's :class:`Record` *is* a weak
+reference to it, whose callback is the queue's own ``append``. A pool shut
+down with ``wait=False`` while work was pending stays *live* while its workers
+run; the record then holds weak references to those threads, never the threads.
 
 Bounds, so that a pathological program cannot exhaust memory through us:
 :data:`MAX_SITES` call sites (creations at further sites are counted as
 overflow), :data:`MAX_STACKS` distinct stacks per site, :data:`MAX_NAMES`
-distinct thread names and classes per site.
+distinct thread names and classes per site, :data:`BATCH` queued events
+before they are applied.
 """
 
 from __future__ import annotations
@@ -62,8 +64,6 @@ MAX_SITES = 4096
 MAX_NAMES = 32
 #: Stacks sharing frames share the frame tuples; this bounds the intern table.
 _MAX_INTERNED = 65536
-#: Draining records checked per creation (the rest wait for the next report).
-_PRUNE_PER_CREATION = 4
 #: How long a report waits for another thread to finish applying events.
 _SNAPSHOT_PATIENCE = 1.0
 
