@@ -69,7 +69,8 @@ class Harness:
         record = _registry.new_record(
             pool, site, at, threading.current_thread().name, type(pool).__name__, None
         )
-        record.stack = stack
+        if stack is not None:
+            record.extra = (stack, None)
         return record, crossing
 
     def close(

@@ -97,12 +97,10 @@ INIT_BODY = """
                     at = _clock()
                     record = _Record(self, _append)
                     record.site = site
-                    record.pool_id = pool_id = id(self)
-                    record.at = at
+                    pool_id = id(self)
                     current = _thread_table.get(_get_ident())
                     record.thread = current._name if current is not None else _thread_name()
                     record.cls = type(self).__name__
-                    record.stack = None
                     record.workers = {workers}
                     record.mode = None
                     record.extra = None
@@ -110,7 +108,7 @@ INIT_BODY = """
                     _records[pool_id] = record  # filed: from here a failure abandons it
                     site.last_at = at
                     live_now = site.open
-                    live_now[pool_id] = record
+                    live_now[record] = None
                     if len(live_now) > site.peak_live:
                         _peaked(site, live_now)
                     if len(_events) >= _BATCH:
@@ -140,12 +138,12 @@ SHUTDOWN_BODY = """
             if {wait} and not {cancel}:
                 if record.workers is None:
                     record.workers = getattr(self, "_max_workers", None)
-                record.site.open.pop(record.pool_id, None)
+                record.site.open.pop(record, None)
                 record.mode = "wait"
                 _append(record)
                 # Unfiled last: interrupted before this, the end is still
                 # counted (the weak reference queues the record at collection).
-                _records.pop(record.pool_id, None)
+                _records.pop(id(self), None)
                 if len(_events) >= _BATCH:
                     _drain_soon()
             else:
@@ -189,7 +187,7 @@ def _creation_failed(pool: Any) -> None:
     """A creation did not complete: abandon the record filed for ``pool``, if any."""
     record = _records.get(id(pool))
     if record is not None and record() is pool and record.mode != "abandoned":
-        init_failed(record)
+        init_failed(record, id(pool))
 
 
 def _failed(exc: Exception, where: str) -> None:
@@ -306,14 +304,14 @@ def _record(
                 if attempt < STACK_FIRST
                 else (attempt // STACK_EVERY + 1) * STACK_EVERY
             )
-            record.stack = stack(creator, depth, guard.kind_of)
+            record.extra = (stack(creator, depth, guard.kind_of), None)
     return record
 
 
-def init_failed(record: Record) -> None:
+def init_failed(record: Record, pool_id: int) -> None:
     """The constructor raised: the pool was never built."""
     try:
-        _registry.abandon(record)
+        _registry.abandon(record, pool_id)
     except Exception as exc:
         _failed(exc, "undoing a failed pool creation")
 
@@ -328,7 +326,7 @@ def on_shutdown(pool: Any, record: Record, wait: Any, cancel_futures: Any) -> No
         else:
             pending, threads = pending_and_workers(pool)
             _end_with(record, "nowait", cancel_futures, pending, threads)
-        _records.pop(record.pool_id, None)
+        _records.pop(id(pool), None)
     except Exception as exc:
         _failed(exc, "recording a pool shutdown")
 
@@ -339,6 +337,6 @@ def on_exit(pool: Any, record: Record) -> None:
         if record.workers is None:
             record.workers = getattr(pool, "_max_workers", None)
         _end(record, "context")
-        _records.pop(record.pool_id, None)
+        _records.pop(id(pool), None)
     except Exception as exc:
         _failed(exc, "recording a pool shutdown")

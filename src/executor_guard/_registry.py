@@ -89,8 +89,11 @@ class _Tables:
         self.events: deque[Any] = deque()
         self.owner: dict[int, object] = {}
         self.frames: dict[Frame, Frame] = {}
+        #: Collected pools applied since the last sweep of ``records``.
+        self.dead = 0
 
     def reset(self) -> None:
+        self.dead = 0
         self.records.clear()
         self.events.clear()
         self.owner.clear()
@@ -124,30 +127,23 @@ class Record(weakref.ref):  # type: ignore[type-arg]
     constructor).
     """
 
-    __slots__ = (
-        "at",
-        "cls",
-        "extra",
-        "mode",
-        "pool_id",
-        "site",
-        "stack",
-        "state",
-        "thread",
-        "workers",
-    )
+    __slots__ = ("cls", "extra", "mode", "site", "state", "thread", "workers")
 
     site: Site
-    pool_id: int
-    at: float
     thread: str
     cls: str
-    stack: Optional[tuple[Frame, ...]]
     workers: Optional[int]
     mode: Optional[str]
-    #: None for a plain end; else (cancel_futures, work pending, weak refs to workers).
-    extra: Optional[tuple[bool, bool, Optional[tuple[weakref.ref[threading.Thread], ...]]]]
+    #: None for most pools; else ``(stack, end)``: the sampled creation stack
+    #: (or None) and the end's details (or None): ``(cancel_futures, work
+    #: pending, weak references to the workers)``.
+    extra: Optional[tuple[Optional[tuple[Frame, ...]], Optional[tuple[bool, bool, Any]]]]
     state: int
+
+    # Records are set members by identity (a weak reference's own hash and
+    # equality would ask the pool's, which may be Python code or unhashable).
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
 
 
 class Site:
@@ -220,10 +216,11 @@ class Site:
         # Counts.
         self.created = 0
         self.refused = 0
-        #: The records of this site's live pools (not ended, or draining), by
-        #: pool id. The hooks add and remove (atomic dict operations), so the
-        #: peak is taken at each creation, in the order creations happen.
-        self.open: dict[int, Record] = {}
+        #: The records of this site's live pools (not ended, or draining), as
+        #: the keys of a dict (smaller than a set at this size). The hooks add
+        #: and remove (atomic dict operations), so the peak is taken at each
+        #: creation, in the order creations happen.
+        self.open: dict[Record, None] = {}
         self.peak_live = 0
         self.first_at = at
         self.last_at = at
@@ -362,12 +359,7 @@ def _apply_queue() -> None:
             state = record.state
             mode = record.mode
             site = record.site
-            if (
-                state == 0
-                and (mode == "wait" or mode == "context")
-                and record.extra is None
-                and record.stack is None
-            ):
+            if state == 0 and (mode == "wait" or mode == "context") and record.extra is None:
                 # Most pools: built and shut down plainly. Consecutive ones
                 # alike are counted as one run, folded into the tables later.
                 record.state = 2
@@ -397,22 +389,22 @@ def _apply_queue() -> None:
                 site.created += 1
                 _count(site.threads, record.thread)
                 _count(site.classes, record.cls)
-                stack = record.stack
-                if stack is not None:
-                    record.stack = None
-                    _add_stack(site, stack)
+                extra = record.extra
+                if extra is not None and extra[0] is not None:
+                    _add_stack(site, extra[0])
             if mode is None:
                 if record() is not None:
                     continue  # still open (a report queued it): counted as created
                 mode = record.mode = "never"  # queued by the weak reference: collected
-                pool_id = record.pool_id
-                if _records.get(pool_id) is record:
-                    del _records[pool_id]
-                if site.open.get(pool_id) is record:
-                    del site.open[pool_id]
+                site.open.pop(record, None)
+                # Its entry in the records table (keyed by the dead pool's id,
+                # which the record does not keep) goes in the next sweep.
+                TABLES.dead += 1
+                if TABLES.dead > _SWEEP_AFTER and TABLES.dead * 2 > len(_records):
+                    _sweep()
             elif mode == "forgotten":
-                if record() is None and site.open.get(record.pool_id) is record:
-                    del site.open[record.pool_id]  # unseen end, but gone now
+                if record() is None:
+                    site.open.pop(record, None)  # unseen end, but gone now
                 continue
             elif mode == "abandoned":
                 continue
@@ -420,8 +412,8 @@ def _apply_queue() -> None:
             setattr(site, mode, getattr(site, mode) + 1)
             _count(site.max_workers, record.workers)
             extra = record.extra
-            if extra is not None:
-                _ended_with(site, record, extra)
+            if extra is not None and extra[1] is not None:
+                _ended_with(site, record, extra[1])
         except (AttributeError, TypeError) as exc:
             # A record left half-made by an exception from a signal handler
             # (its pool then never got built): nothing to count.
@@ -430,6 +422,18 @@ def _apply_queue() -> None:
             continue
         finally:
             events.popleft()
+
+
+#: Collected pools whose table entries may wait before a sweep removes them.
+_SWEEP_AFTER = 1024
+
+
+def _sweep() -> None:
+    """Remove the records table's entries of collected pools (call while owning the queue)."""
+    TABLES.dead = 0
+    for pool_id, record in list(_records.items()):
+        if record() is None and _records.get(pool_id) is record:
+            del _records[pool_id]
 
 
 def _apply_tuple(kind: int, target: Any, detail: Any) -> None:
@@ -444,10 +448,8 @@ def _apply_tuple(kind: int, target: Any, detail: Any) -> None:
             setattr(site, detail, getattr(site, detail) - 1)
 
 
-def _ended_with(
-    site: Site, record: Record, extra: tuple[bool, bool, Optional[tuple[Any, ...]]]
-) -> None:
-    cancel, pending, threads = extra
+def _ended_with(site: Site, record: Record, end: tuple[bool, bool, Any]) -> None:
+    cancel, pending, threads = end
     if cancel:
         site.cancel_futures += 1
     if pending:
@@ -456,9 +458,7 @@ def _ended_with(
             if _alive(threads):
                 site.draining.append(record)  # still live: in site.open until they end
                 return
-            if site.open.get(record.pool_id) is record:
-                del site.open[record.pool_id]
-    record.extra = None
+            site.open.pop(record, None)
 
 
 def _add_stack(site: Site, stack: tuple[Frame, ...]) -> None:
@@ -491,7 +491,8 @@ def _alive(threads: Optional[tuple[weakref.ref[threading.Thread], ...]]) -> bool
 
 def _workers(record: Record) -> Optional[tuple[weakref.ref[threading.Thread], ...]]:
     extra = record.extra
-    return extra[2] if extra is not None else None
+    end = extra[1] if extra is not None else None
+    return end[2] if end is not None else None
 
 
 def _prune_all(site: Site) -> None:
@@ -501,9 +502,7 @@ def _prune_all(site: Site) -> None:
         if _alive(_workers(record)):
             keep.append(record)
         else:
-            record.extra = None
-            if site.open.get(record.pool_id) is record:
-                del site.open[record.pool_id]
+            site.open.pop(record, None)
     site.draining = keep
 
 
@@ -544,11 +543,9 @@ def new_record(
     # code, where an exception from a signal handler would be swallowed.
     record = Record(pool, _append)
     record.site = site
-    record.pool_id = pool_id = id(pool)
-    record.at = at
+    pool_id = id(pool)
     record.thread = thread
     record.cls = cls
-    record.stack = None
     record.workers = workers if type(workers) is int else None
     record.mode = None
     record.extra = None
@@ -562,12 +559,12 @@ def opened(site: Site, record: Record, at: float) -> None:
     """A pool of ``site`` is live from now on: its peak and last creation time."""
     site.last_at = at
     live_now = site.open
-    live_now[record.pool_id] = record
+    live_now[record] = None
     if len(live_now) > site.peak_live:
         peaked(site, live_now)
 
 
-def peaked(site: Site, live_now: dict[int, Record]) -> None:
+def peaked(site: Site, live_now: dict[Record, None]) -> None:
     """Perhaps a new peak of live pools at ``site``: keep it, and sample the thread count.
 
     Pools collected or drained since are still in ``live_now`` until their
@@ -579,14 +576,13 @@ def peaked(site: Site, live_now: dict[int, Record]) -> None:
         site.registry.count_threads()
 
 
-def abandon(record: Record) -> None:
-    """The constructor raised: the pool was never built and is not counted."""
-    if _records.get(record.pool_id) is record:
-        _records.pop(record.pool_id, None)
+def abandon(record: Record, pool_id: int) -> None:
+    """The constructor of the pool with id ``pool_id`` raised: it was never built."""
+    if _records.get(pool_id) is record:
+        _records.pop(pool_id, None)
     site = record.site
     site.failed += 1
-    if site.open.get(record.pool_id) is record:
-        del site.open[record.pool_id]
+    site.open.pop(record, None)
     state, mode = record.state, record.mode
     record.mode = "abandoned"
     if state:  # a report or a shutdown inside the constructor applied it already
@@ -595,8 +591,11 @@ def abandon(record: Record) -> None:
 
 def end(record: Record, mode: str) -> None:
     """Record how the pool of ``record`` ended: its first shutdown (applied in batches)."""
-    if record.extra is None:
-        record.site.open.pop(record.pool_id, None)
+    record.site.open.pop(record, None)
+    _queue_end(record, mode)
+
+
+def _queue_end(record: Record, mode: str) -> None:
     record.mode = mode
     _append(record)
     if len(_events) >= BATCH:
@@ -617,9 +616,10 @@ def end_with(
     """
     weak = tuple(weakref.ref(thread) for thread in threads) if pending and threads else None
     if weak is None:
-        record.site.open.pop(record.pool_id, None)
-    record.extra = (bool(cancel), bool(pending), weak)
-    end(record, mode)
+        record.site.open.pop(record, None)
+    stack = record.extra[0] if record.extra is not None else None
+    record.extra = (stack, (bool(cancel), bool(pending), weak))
+    _queue_end(record, mode)
 
 
 # -- the registry: sites of one guard ----------------------------------------------
