@@ -3,14 +3,16 @@
 ``executor_guard.pth`` (installed next to the package in site-packages) holds a
 single line that the interpreter executes while processing site-packages::
 
-    import os, sys; exec(...) if os.environ.get("EXECUTOR_GUARD", "") ... else None
+    import os; os.getenv("EXECUTOR_GUARD") and exec("...")
 
-With the variable unset, empty or ``0``, that line reads one environment entry
-and imports nothing: start-up costs nothing measurable. Otherwise it calls
-:func:`activate`, which, in coverage's ``process_startup()`` manner, runs once
-even when the ``.pth`` is processed twice and never raises into the host: a bad
-value prints one line naming the variable and the value and leaves the guard
-off, unless ``EXECUTOR_GUARD_STRICT=1`` asks to exit with status 2 instead.
+With the variable unset or empty, that line reads one environment entry and
+imports nothing; the string it would run is compiled only when the variable
+is set, and it imports this module and calls :func:`activate` unless the
+value is ``0``. A failure there is one line on stderr, once per process
+(``site`` processes a venv's site-packages twice). :func:`activate`, in
+coverage's ``process_startup()`` manner, runs once and never raises into the
+host: a bad value prints one line naming the variable and the value and leaves
+the guard off, unless ``EXECUTOR_GUARD_STRICT=1`` asks to exit with status 2.
 
 Activation patches nothing until ``concurrent.futures`` is imported (see
 ``_patch``); structlog and psutil are imported only when something is reported.
