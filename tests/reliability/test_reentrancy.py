@@ -131,8 +131,6 @@ def test_keyboard_interrupts_inside_the_guard_never_leave_it_stuck(tmp_path: Pat
                 return  # the loop itself (its back edge is outside the try)
             raise KeyboardInterrupt
 
-        signal.signal(signal.SIGALRM, interrupt)
-        signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
         # Many call sites, each new for a while, so that creations also take
         # the full path (new sites, sampled stacks), not only the fast one.
         namespace = {"ThreadPoolExecutor": ThreadPoolExecutor}
@@ -140,6 +138,8 @@ def test_keyboard_interrupts_inside_the_guard_never_leave_it_stuck(tmp_path: Pat
             f"def make{i}():\\n    ThreadPoolExecutor(1).shutdown()" for i in range(400)
         ), namespace)
         makers = [namespace[f"make{i}"] for i in range(400)]
+        signal.signal(signal.SIGALRM, interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
         interrupts = 0
         done = 0
         while interrupts < 1000 and done < 200000:
