@@ -293,13 +293,6 @@ def recover() -> None:
         _owner.pop(0, None)
 
 
-def queue(record: Record) -> None:
-    """Queue ``record`` for application with the next batch (or report)."""
-    _append(record)
-    if len(_events) >= BATCH:
-        drain_soon()
-
-
 def drain() -> bool:
     """Apply every queued event, unless someone else is; never waits.
 
