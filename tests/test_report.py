@@ -210,3 +210,18 @@ def test_a_guarded_block_reports_only_what_happened_inside_it() -> None:
     assert outer.report().to_dict()["totals"]["pools"] == 2
     assert executor_guard.report().to_dict()["totals"]["pools"] == 2
     assert executor_guard.is_installed()
+
+
+def test_a_report_with_only_the_required_fields_renders(tmp_path: Path) -> None:
+    """Optional fields a file leaves out are read as their schema defaults, never a KeyError."""
+    site = {"file": "a.py", "line": 1, "function": "f", "created": 3}
+    site.update(shutdown={"wait": 3}, findings=["churn"])
+    minimal = {"schema": 1, "tool": {"name": "executor_guard"}, "process": {}, "config": {}}
+    minimal.update(totals={}, sites=[site])
+    path = tmp_path / "minimal.json"
+    path.write_text(json.dumps(minimal))
+    report = _report.load(str(path))
+    assert report.sites[0]["live"] == 0
+    assert report.sites[0]["stacks"] == []
+    assert report.to_dict()["totals"]["pools"] == 3
+    assert "[churn] a.py:1 in f" in report.to_text()

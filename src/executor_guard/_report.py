@@ -435,12 +435,18 @@ def validate(data: object, path: str) -> dict[str, Any]:
                     raise ReportFileError(
                         path, f"malformed report: sites[{index}].{field.name} is missing"
                     )
+                if field.default is not None:  # renderers rely on every field
+                    site[field.name] = field.default()
                 continue
             problem = field.check(site[field.name])
             if problem is not None:
                 raise ReportFileError(
                     path, f"malformed report: sites[{index}].{field.name}: {problem}"
                 )
+    totals = data["totals"]
+    totals.setdefault("pools", sum(site["created"] for site in data["sites"]))
+    totals.setdefault("sites", len(data["sites"]))
+    totals.setdefault("sites_with_findings", sum(1 for site in data["sites"] if site["findings"]))
     return data
 
 

@@ -160,7 +160,7 @@ _STR = _is(str, "a string")
 class Field:
     """One per-site field of the report."""
 
-    __slots__ = ("check", "merge", "name", "required")
+    __slots__ = ("check", "default", "merge", "name", "required")
 
     def __init__(
         self,
@@ -168,11 +168,14 @@ class Field:
         check: Callable[[Any], Optional[str]],
         merge: Callable[[Any, Any], Any],
         required: bool = False,
+        default: Optional[Callable[[], Any]] = None,
     ) -> None:
         self.name = name
         self.check = check
         self.merge = merge
         self.required = required
+        #: What a report file that lacks the field is read as (None: left out).
+        self.default = default
 
 
 #: Every per-site field, in the order the JSON report writes them and the text
@@ -182,25 +185,26 @@ SITE_FIELDS: tuple[Field, ...] = (
     Field("file", _STR, _first, required=True),
     Field("line", _INT, _first, required=True),
     Field("function", _STR, _first, required=True),
-    Field("module", _STR, _first),
-    Field("classes", _table, _add_tables),
+    Field("module", _STR, _first, default=str),
+    Field("classes", _table, _add_tables, default=dict),
     Field("created", _INT, _sum, required=True),
-    Field("refused", _INT, _sum),
-    Field("live", _INT, _sum),
-    Field("peak_live", _INT, _max),
-    Field("first_at", _NUMBER, _min),
-    Field("last_at", _NUMBER, _max),
-    Field("rate_per_min", _optional(_NUMBER), _first),  # recomputed after a merge
+    Field("refused", _INT, _sum, default=int),
+    Field("live", _INT, _sum, default=int),
+    Field("peak_live", _INT, _max, default=int),
+    Field("first_at", _NUMBER, _min, default=float),
+    Field("last_at", _NUMBER, _max, default=float),
+    # Recomputed after a merge; None for fewer than two creations.
+    Field("rate_per_min", _optional(_NUMBER), _first, default=lambda: None),
     Field("shutdown", _table, _add_tables, required=True),
-    Field("nowait_pending", _INT, _sum),
-    Field("cancel_futures", _INT, _sum),
-    Field("threads", _table, _add_tables),
-    Field("max_workers", _table, _add_tables),
+    Field("nowait_pending", _INT, _sum, default=int),
+    Field("cancel_futures", _INT, _sum, default=int),
+    Field("threads", _table, _add_tables, default=dict),
+    Field("max_workers", _table, _add_tables, default=dict),
     Field("creator", _frame, _first),
     Field("findings", _findings, _union_findings, required=True),
-    Field("ignored", _is(bool, "a boolean"), _any),
-    Field("stacks", _stacks, _merge_stacks),
-    Field("stack_sampling", _table, _add_tables),
+    Field("ignored", _is(bool, "a boolean"), _any, default=bool),
+    Field("stacks", _stacks, _merge_stacks, default=list),
+    Field("stack_sampling", _table, _add_tables, default=dict),
 )
 
 #: Fields a view holds that the JSON report does not (they become ``findings``).
