@@ -65,28 +65,10 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[_config.Optio
     for option in options:
         if option.flag is None:
             continue
-        if option.parse is _config.parse_bool:
-            parser.add_argument(
-                option.flag, dest=option.name, action="store_true", default=None, help=option.help
-            )
-        elif option.repeatable:
-            parser.add_argument(
-                option.flag,
-                dest=option.name,
-                action="append",
-                default=None,
-                metavar=option.metavar,
-                help=option.help,
-            )
-        else:
-            parser.add_argument(
-                option.flag,
-                dest=option.name,
-                type=_typed(option.parse),
-                default=None,
-                metavar=option.metavar,
-                help=option.help,
-            )
+        arguments = option.flag_arguments()
+        if arguments["action"] == "store":
+            arguments["type"] = _typed(option.parse)
+        parser.add_argument(option.flag, dest=option.name, **arguments)
 
 
 def options_given(

@@ -269,6 +269,22 @@ class Option:
         self.reported = reported
         self.per_test = per_test
 
+    def flag_arguments(self) -> dict[str, Any]:
+        """How a command line takes this option (argparse's and pytest's ``add*`` keywords).
+
+        A switch is a bare flag; a repeatable option collects its values;
+        anything else takes one value. Nothing is parsed here: each caller
+        parses with :attr:`parse` in its own way.
+        """
+        if self.parse is parse_bool:
+            return {"action": "store_true", "default": None, "help": self.help}
+        return {
+            "action": "append" if self.repeatable else "store",
+            "default": None,
+            "metavar": self.metavar or self.name.upper(),
+            "help": self.help,
+        }
+
     def __repr__(self) -> str:
         return f"<Option {self.name}>"
 

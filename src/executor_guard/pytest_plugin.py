@@ -119,28 +119,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("executor_guard", "find code that creates pools over and over")
     for spelling in _SPELLINGS:
         option = spelling.option
+        group.addoption(spelling.flag, dest=spelling.ini, **option.flag_arguments())
         if option.parse is _config.parse_bool:
-            group.addoption(
-                spelling.flag,
-                dest=spelling.ini,
-                action="store_true",
-                default=None,
-                help=option.help,
-            )
             parser.addini(spelling.ini, option.help, type="bool", default=None)
+        elif option.repeatable:
+            parser.addini(spelling.ini, option.help, type="linelist", default=None)
         else:
-            group.addoption(
-                spelling.flag,
-                dest=spelling.ini,
-                action="append" if option.repeatable else "store",
-                default=None,
-                metavar=option.metavar or option.name.upper(),
-                help=option.help,
-            )
-            if option.repeatable:
-                parser.addini(spelling.ini, option.help, type="linelist", default=None)
-            else:
-                parser.addini(spelling.ini, option.help, default=None)
+            parser.addini(spelling.ini, option.help, default=None)
 
 
 def _resolve(config: pytest.Config, spelling: _Spelling) -> Any:
