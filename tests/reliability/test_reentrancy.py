@@ -97,10 +97,12 @@ def test_signal_handlers_that_create_and_shut_down_pools(tmp_path: Path) -> None
         from concurrent.futures import ThreadPoolExecutor
 
         guard = executor_guard.install(mode="log", threshold=10**9)
-        handled = [0]
+        handled = []
 
         def on_alarm(signum, frame):  # a graceful-reload handler
-            handled[0] += 1
+            # append, not += 1: a handler nested in this one (3.9 checks for
+            # signals between any two bytecodes) must not lose a count.
+            handled.append(1)
             ThreadPoolExecutor(1).shutdown()
 
         signal.signal(signal.SIGALRM, on_alarm)
@@ -109,8 +111,12 @@ def test_signal_handlers_that_create_and_shut_down_pools(tmp_path: Path) -> None
             pool = ThreadPoolExecutor(1)
             pool.shutdown(wait=False)
         signal.setitimer(signal.ITIMER_REAL, 0)
+        # A signal still pending must not run the handler between the count
+        # and the report (a loaded machine delivers them late).
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        handled_now = len(handled)
         data = guard.report().to_dict()
-        print(handled[0] > 0, data["totals"]["pools"] == 20000 + handled[0])
+        print(handled_now > 0, data["totals"]["pools"] == 20000 + handled_now)
         """,
     )
     assert out.split() == ["True", "True"]
