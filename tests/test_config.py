@@ -34,6 +34,14 @@ SAMPLES: dict[str, tuple[Any, str, list[str], Any]] = {
     "log_format": ("json", "json", ["--log-format", "json"], "json"),
     "log_target": ("logging", "logging", ["--log-target", "logging"], "logging"),
     "dump_signal": ("USR1", "usr1", ["--dump-signal", "SIGUSR1"], "SIGUSR1"),
+    "app": (
+        ["mysvc", "*/layer/*"],
+        "mysvc, */layer/*",
+        ["--app", "mysvc", "--app", "*/layer/*"],
+        ("mysvc", "*/layer/*"),
+    ),
+    # No flag: the launcher always reports on SIGTERM.
+    "sigterm": (True, "yes", [], True),
 }
 
 
@@ -61,7 +69,7 @@ def test_every_row_is_reachable_by_keyword_environment_and_command_line(name: st
     assert option.env is not None
     assert expected == getattr(_config.from_environ({option.env: text}), name)
     namespace = _cli._run_parser().parse_args([*args, "app.py"])
-    assert {name: expected} == _cli.options_given(namespace, OPTIONS)
+    assert ({name: expected} if option.flag else {}) == _cli.options_given(namespace, OPTIONS)
 
 
 def test_every_row_round_trips_through_the_environment() -> None:
@@ -83,7 +91,7 @@ def test_a_blank_variable_leaves_its_option_as_it_is() -> None:
 
 
 def test_the_report_block_holds_the_reported_rows() -> None:
-    expected = {"mode": "warn", "threshold": 10, "window": None, "stack_depth": 32, "ignore": []}
+    expected = {"mode": "warn", "threshold": 10, "window": None, "stack_depth": 32, "ignore": [], "app": []}
     assert expected == Config().to_dict()
     assert [option.name for option in OPTIONS if option.reported] == list(expected)
 

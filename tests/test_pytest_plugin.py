@@ -311,7 +311,9 @@ def test_every_per_test_option_of_the_table_is_a_flag_and_an_ini_key(
 
     result = pytester.runpytest_subprocess("--help")
     for option in _config.OPTIONS:
-        flag = "--executor-guard-" + (option.flag or "--")[2:]
+        if option.flag is None:
+            continue
+        flag = "--executor-guard-" + option.flag[2:]
         ini = "executor_guard_" + option.name
         if option.per_test:
             result.stdout.fnmatch_lines([f"*{flag}*", f"*{ini} *"])

@@ -347,6 +347,21 @@ OPTIONS = (
         per_test=True,
     ),
     Option(
+        "app",
+        env="EXECUTOR_GUARD_APP",
+        flag="--app",
+        metavar="PATTERN",
+        parse=parse_ignore,
+        default=(),
+        help=(
+            "package name (mysvc, mysvc.*) or path glob that is application code "
+            "even where installed (repeatable)"
+        ),
+        repeatable=True,
+        reported=True,
+        per_test=True,
+    ),
+    Option(
         "report_path",
         env="EXECUTOR_GUARD_REPORT",
         flag="--report",
@@ -384,6 +399,17 @@ OPTIONS = (
         default=None,
         help="write the report on this signal (e.g. USR1) without stopping the program",
     ),
+    Option(
+        "sigterm",
+        env="EXECUTOR_GUARD_SIGTERM",
+        flag=None,
+        parse=parse_bool,
+        default=False,
+        help=(
+            "on SIGTERM, write the report before the process ends as SIGTERM ends it "
+            "(the launcher always does)"
+        ),
+    ),
 )
 
 #: The rows by name.
@@ -412,10 +438,12 @@ class Config:
     window: Optional[float]
     stack_depth: int
     ignore: tuple[str, ...]
+    app: tuple[str, ...]
     report_path: Optional[str]
     log_format: str
     log_target: str
     dump_signal: Optional[str]
+    sigterm: bool
 
     def __init__(self, **values: Any) -> None:
         for option in OPTIONS:
