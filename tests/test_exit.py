@@ -195,6 +195,56 @@ def test_each_process_writes_its_own_report_file(
     assert expected == _exit.report_path(configured)
 
 
+def test_under_the_launcher_other_processes_leave_the_path_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(_exit.OWNER_ENV, str(os.getpid() + 1))
+    monkeypatch.setenv(_exit.SPOOL_ENV, "/somewhere")
+    assert _exit.report_path("r.json") is None
+    assert _exit.report_path("r-{pid}.json") == "r-{pid}.json"
+
+
+def test_os_exit_is_wrapped_while_registered_and_restored_exactly() -> None:
+    original = os._exit
+    _exit.report_at_exit()
+    assert os._exit is not original
+    assert os._exit.__wrapped__ is original  # type: ignore[attr-defined]
+    _exit.reset()
+    assert os._exit is original
+
+
+def test_finish_runs_the_finisher_once_and_it_decides_the_status() -> None:
+    calls: list[int] = []
+
+    def finisher(status: int) -> int:
+        calls.append(status)
+        return 3
+
+    _exit.take_over(finisher)
+    assert _exit.finish(0) == 3
+    assert _exit.finish(0) == 0
+    assert calls == [0]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("missing/r.json", "does not exist"),
+        ("file/r.json", "is not a directory"),
+        (".", "directory"),
+    ],
+)
+def test_check_report_path_says_why_a_path_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, reason: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    assert _exit.check_report_path("ok-{pid}.json") is None
+    problem = _exit.check_report_path(name)
+    assert problem is not None
+    assert reason in problem
+
+
 # -- whole processes ------------------------------------------------------------------
 
 
@@ -247,6 +297,9 @@ def test_taken_over_the_writer_stands_down_but_forked_children_write_theirs(
         _exit.take_over()
         pid = os.fork()
         if pid == 0:
+            from concurrent.futures import ThreadPoolExecutor
+
+            ThreadPoolExecutor(1).shutdown()
             raise SystemExit(0)  # an ordinary exit: atexit runs in the child
         os.waitpid(pid, 0)
         print(pid)
@@ -263,11 +316,12 @@ def test_fork_pool_workers_write_their_reports(tmp_path: Path) -> None:
         tmp_path,
         """
         import multiprocessing, os, warnings
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
         import executor_guard
         from executor_guard import _exit
 
         def pid(_):
+            ThreadPoolExecutor(1).shutdown()
             return os.getpid()
 
         warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
@@ -281,10 +335,9 @@ def test_fork_pool_workers_write_their_reports(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     ours, *workers = result.stdout.split()
     written = {path.name for path in tmp_path.glob("report-*.json")}
-    # Every process that ran a task wrote its own; a worker that got no task
-    # (one may run all eight) writes one too: at most the parent and two.
-    assert {f"report-{pid}.json" for pid in (ours, *workers)} <= written
-    assert len(written) <= 3
+    # Every process that built a pool wrote its own; a worker that got no task
+    # (one may run all eight) built none and leaves no file behind.
+    assert {f"report-{pid}.json" for pid in (ours, *workers)} == written
 
 
 SERVER = """

@@ -87,6 +87,9 @@ def options_given(
 def _run_parser() -> _Parser:
     parser = _Parser(
         prog=PROG,
+        # The target and its arguments are split off first (see _split): an
+        # abbreviation of ours must not swallow the program's own options.
+        allow_abbrev=False,
         usage=(
             f"{PROG} [OPTIONS] SCRIPT [ARGS...]\n"
             f"       {PROG} [OPTIONS] -m MODULE [ARGS...]\n"
@@ -141,35 +144,164 @@ def _report_command(argv: Sequence[str]) -> int:
     return 0
 
 
+# -- the command line's shape -------------------------------------------------
+
+
+def _takes_value() -> frozenset[str]:
+    """The launcher's flags that take a value as the next argument."""
+    flags = {"--fail-on"}
+    for option in _config.OPTIONS:
+        if option.flag is not None and option.flag_arguments()["action"] != "store_true":
+            flags.add(option.flag)
+    return frozenset(flags)
+
+
+def _split(arguments: list[str]) -> tuple[list[str], bool, Optional[str], list[str]]:
+    """``(our options, is a module, target, its arguments)``, as ``python`` splits them.
+
+    Our options end at the script or at ``-m MODULE`` (also spelled
+    ``-mMODULE``): everything after belongs to the program, even what looks
+    like one of our flags.
+    """
+    takes_value = _takes_value()
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if argument == "--":
+            rest = arguments[index + 1 :]
+            return arguments[:index], False, (rest[0] if rest else None), rest[1:]
+        if argument == "-m":
+            if index + 1 >= len(arguments):
+                raise _Usage("argument -m: expected one argument")
+            return arguments[:index], True, arguments[index + 1], arguments[index + 2 :]
+        if argument.startswith("-m") and not argument.startswith("--"):
+            return arguments[:index], True, argument[2:], arguments[index + 1 :]
+        if argument.startswith("-") and argument != "-":
+            index += 2 if argument in takes_value else 1
+            continue
+        return arguments[:index], False, argument, arguments[index + 1 :]
+    return arguments, False, None, []
+
+
+class _Usage(Exception):
+    """A command line that cannot be split; argparse's one-line usage error follows."""
+
+
 # -- running the target -----------------------------------------------------
 
 
-def _script_code(path: str) -> types.CodeType:
+class _NotStarted(Exception):
+    """The program cannot start; ``status`` and ``line`` are what ``python`` would give."""
+
+    def __init__(self, status: int, line: str) -> None:
+        super().__init__(line)
+        self.status = status
+        self.line = line
+
+
+def _script_code(path: str, absolute: str) -> types.CodeType:
+    """Compile the script as ``python`` would, raising ``_NotStarted`` with its message."""
     import io
     import tokenize
 
-    with open(path, "rb") as stream:
-        source = stream.read()
-    encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
-    text = source.decode(encoding)
-    return compile(text, path, "exec", dont_inherit=True)
+    try:
+        with open(absolute, "rb") as stream:
+            source = stream.read()
+    except OSError as error:
+        raise _NotStarted(
+            2,
+            f"{sys.executable}: can't open file {absolute!r}: [Errno {error.errno}] "
+            f"{error.strerror}",
+        ) from None
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
+        text = source.decode(encoding)
+    except (SyntaxError, UnicodeDecodeError, LookupError):
+        raise _NotStarted(1, _encoding_error(source, absolute)) from None
+    return compile(text, absolute, "exec", dont_inherit=True)
 
 
-def _run_script(path: str, args: list[str]) -> None:
-    """Run ``path`` as ``python path args...`` would, in a fresh ``__main__``."""
+def _encoding_error(source: bytes, path: str) -> str:
+    """The interpreter's line for a script that is not UTF-8 and declares nothing else."""
+    try:
+        source.decode("utf-8")
+        offset = 0
+    except UnicodeDecodeError as error:
+        offset = error.start
+    line = source.count(b"\n", 0, offset) + 1
+    byte = source[offset : offset + 1] or b"\0"
+    url = (
+        "https://peps.python.org/pep-0263/"
+        if sys.version_info >= (3, 11)
+        else "https://python.org/dev/peps/pep-0263/"
+    )
+    return (
+        f"SyntaxError: Non-UTF-8 code starting with '\\x{byte[0]:02x}' in file {path} on "
+        f"line {line}, but no encoding declared; see {url} for details"
+    )
+
+
+def _absolute(path: str) -> str:
+    # Like the interpreter: the path joined to the working directory, unnormalised.
+    return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+
+
+def _prepare_script(path: str) -> Any:
+    """What runs ``path`` as ``python path`` would, checked before anything runs.
+
+    Raises ``_NotStarted`` for what ``python`` refuses before running a line:
+    a missing file, a directory or zip file without ``__main__``, a script
+    that does not decode or does not compile (its traceback is printed here).
+    """
+    absolute = _absolute(path)
+    if not os.path.exists(absolute):
+        raise _NotStarted(
+            2,
+            f"{sys.executable}: can't open file {absolute!r}: [Errno 2] No such file or directory",
+        )
+    if os.path.isdir(absolute) or (not absolute.endswith((".py", ".pyw")) and _is_zip(absolute)):
+        if not _has_main(absolute):
+            raise _NotStarted(1, f"{sys.executable}: can't find '__main__' module in {absolute!r}")
+        return lambda args: _run_path(path, absolute, args)
+    try:
+        code = _script_code(path, absolute)
+    except SyntaxError as error:
+        import traceback
+
+        sys.stderr.write("".join(traceback.format_exception_only(type(error), error)))
+        raise _NotStarted(1, "") from None
+    return lambda args: _run_code(path, absolute, code, args)
+
+
+def _has_main(path: str) -> bool:
+    if os.path.isdir(path):
+        return any(
+            os.path.isfile(os.path.join(path, name)) for name in ("__main__.py", "__main__.pyc")
+        )
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return bool(names & {"__main__.py", "__main__.pyc"})
+
+
+def _run_path(path: str, absolute: str, args: list[str]) -> None:
+    """Run a directory or zip file with a ``__main__`` module, as ``python`` would."""
+    import runpy
+
+    _set_path0(absolute)
+    sys.argv = [path, *args]
+    runpy.run_path(absolute, run_name="__main__")
+
+
+def _run_code(path: str, absolute: str, code: types.CodeType, args: list[str]) -> None:
+    """Run a compiled script as ``python path args...`` would, in a fresh ``__main__``."""
     import importlib.machinery
 
-    # Like the interpreter: __file__ is the path joined to the working
-    # directory, unnormalised; sys.path[0] is its real directory.
-    absolute = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
-    if os.path.isdir(absolute) or (not absolute.endswith((".py", ".pyw")) and _is_zip(absolute)):
-        import runpy
-
-        _set_path0(absolute)
-        sys.argv = [path, *args]
-        runpy.run_path(absolute, run_name="__main__")
-        return
-    code = _script_code(absolute)
+    # Like the interpreter: sys.path[0] is the script's real directory.
     _set_path0(os.path.dirname(os.path.realpath(absolute)))
     main = types.ModuleType("__main__")
     main.__file__ = absolute
@@ -188,6 +320,22 @@ def _is_zip(path: str) -> bool:
         return zipfile.is_zipfile(path)
     except OSError:
         return False
+
+
+def _find_module(name: str) -> None:
+    """Raise ``_NotStarted`` with ``python -m``'s line when ``name`` cannot be run.
+
+    The lookup ``python -m`` does (it imports the parent packages); the run
+    that follows finds them imported.
+    """
+    import runpy
+
+    _set_path0(os.getcwd())
+    error = runpy._Error  # type: ignore[attr-defined]
+    try:
+        runpy._get_module_details(name, error)  # type: ignore[attr-defined]
+    except error as exc:
+        raise _NotStarted(1, f"{sys.executable}: {exc}") from None
 
 
 def _run_module(name: str, args: list[str]) -> None:
@@ -212,21 +360,28 @@ def _set_path0(directory: str) -> None:
 
 
 def _strip_launcher_frames(tb: Optional[types.TracebackType]) -> Optional[types.TracebackType]:
-    """Drop the traceback entries of this launcher, so it reads as under ``python``."""
+    """Drop the traceback entries before the program's own, so it reads as under ``python``.
+
+    The leading entries are the launcher's: whatever called it (runpy, a
+    console script's wrapper), this package, runpy running the target. The
+    program's first frame is the first one after ours that is not runpy's.
+    """
     import runpy
 
-    ours = os.path.dirname(os.path.abspath(__file__))
-    skipped = {os.path.abspath(runpy.__file__)}
+    ours = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    runpy_file = os.path.abspath(runpy.__file__)
+    start = tb
+    seen_ours = False
     while tb is not None:
-        filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
-        if not (
-            filename.startswith(ours + os.sep)
-            or filename in skipped
-            or tb.tb_frame.f_code.co_filename.startswith("<frozen runpy")
-        ):
-            break
+        name = tb.tb_frame.f_code.co_filename
+        is_ours = os.path.abspath(name).startswith(ours)
+        is_runpy = name.startswith("<frozen runpy") or os.path.abspath(name) == runpy_file
+        if is_ours:
+            seen_ours = True
+        elif seen_ours and not is_runpy:
+            return tb
         tb = tb.tb_next
-    return tb
+    return start if not seen_ours else None
 
 
 def _exit_status(code: object) -> int:
@@ -242,90 +397,171 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def _install(options: argparse.Namespace) -> Any:
-    """Install the guard from the environment, then the command line on top."""
-    from . import _exit
-    from ._guard import install
+def _print_tracebacks_from_the_program() -> None:
+    """Have the interpreter's report of an uncaught exception start in the program."""
+    previous = sys.excepthook
 
-    config = _config.from_environ(os.environ)
-    config = config.replace(**options_given(options, _config.OPTIONS))
-    # Children (subprocesses, spawn workers) read the same settings at start-up.
-    exported = _config.to_environ(config)
-    if config.report_path is not None and "{pid}" not in config.report_path:
-        # One file per process: without {pid}, children would overwrite ours.
-        exported.pop(_config.ENV["report_path"], None)
-    os.environ.update(exported)
-    guard = install(**config.options())
-    # If the environment activated the guard at start-up, its at-exit writer
-    # stands down in this process: the launcher writes report and summary.
-    _exit.take_over()
-    if config.report_path is not None:
-        _exit.claim_report_path(force=True)
-    if config.dump_signal is not None:
-        _exit.dump_on_signal(config.dump_signal)
-    return guard
+    def excepthook(kind: Any, value: BaseException, tb: Optional[types.TracebackType]) -> None:
+        tb = _strip_launcher_frames(tb)
+        previous(kind, value.with_traceback(tb), tb)
+
+    sys.excepthook = excepthook
 
 
-def _finish(guard: Any, options: argparse.Namespace, status: int) -> int:
-    """Print the summary and write the report; map findings to --fail-on."""
-    from . import _exit
-    from ._diagnostics import internal_error, say
+# -- the guard around the run -------------------------------------------------
 
-    failing = status == 0 and options.fail_on != "never"
-    if options.quiet and not guard.config.report_path and not failing:
-        return status  # nothing asked for a report: spare the host psutil's import
-    try:
-        report = guard.report(process_figures=not options.quiet or bool(guard.config.report_path))
-    except Exception as exc:
-        internal_error("making the report at exit", exc)
-        return status
-    path = _exit.report_path(guard.config.report_path)
-    if path:
+
+class _Run:
+    """One launch: the guard, where reports go, and the spool children report into."""
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        from . import _exit
+        from ._guard import install
+
+        self.options = options
+        self.pid = os.getpid()
+        config = _config.from_environ(os.environ)
+        given = options_given(options, _config.OPTIONS)
+        config = config.replace(**given)
+        if config.report_path is not None:
+            reason = _exit.check_report_path(config.report_path)
+            if reason is not None:
+                source = "--report" if "report_path" in given else _config.ENV["report_path"]
+                raise _NotStarted(
+                    EXIT_USAGE,
+                    f"{PROG}: error: {source}: cannot write a report to "
+                    f"{config.report_path!r} ({reason})",
+                )
+            config = config.replace(report_path=_exit.resolve_report_path(config.report_path))
+        import tempfile
+
+        #: A spool of an enclosing launcher: our merged report goes there too.
+        self.outer_spool = os.environ.get(_exit.SPOOL_ENV) or None
+        self.spool = tempfile.mkdtemp(prefix="executor_guard-spool-")
+        # Children (subprocesses, spawn workers) read the same settings at start-up.
+        exported = _config.to_environ(config)
+        if config.report_path is not None and "{pid}" not in config.report_path:
+            # The path is the whole tree's, which we write: children report to the spool.
+            exported.pop(_config.ENV["report_path"], None)
+            os.environ.pop(_config.ENV["report_path"], None)
+        exported[_exit.SPOOL_ENV] = self.spool
+        os.environ.update(exported)
+        self.guard = install(**config.options())
+        # If the environment activated the guard at start-up, its at-exit writer
+        # stands down in this process: the launcher writes report and summary.
+        _exit.report_at_exit()
+        _exit.take_over(self.finish)
+        if config.report_path is not None:
+            _exit.claim_report_path(force=True)
+        if config.dump_signal is not None:
+            _exit.dump_on_signal(config.dump_signal)
+        _exit.report_on_sigterm()
+
+    def discard(self) -> None:
+        """The program never started: no summary, no report; the spool goes."""
+        import shutil
+
+        from . import _exit
+
+        _exit.take_over(None)
+        shutil.rmtree(self.spool, ignore_errors=True)
+
+    def finish(self, status: int) -> int:
+        """Print the summary and write the report of the whole tree; map --fail-on."""
+        import shutil
+
+        from ._diagnostics import internal_error
+
         try:
-            written = report.write_json(path)
-            if not options.quiet:
+            return self._finish(status)
+        except Exception as exc:
+            internal_error("making the report at exit", exc)
+            return status
+        finally:
+            shutil.rmtree(self.spool, ignore_errors=True)
+
+    def _finish(self, status: int) -> int:
+        from . import _exit
+        from ._diagnostics import say
+        from ._report import ReportFileError, load, merge
+
+        options, guard = self.options, self.guard
+        fail_on = options.fail_on if status == 0 else "never"
+        children = _exit.spooled(self.spool)
+        path = guard.config.report_path
+        if options.quiet and not path and fail_on == "never" and not self.outer_spool:
+            return status  # nothing asked for a report: spare the host psutil's import
+        own = guard.report(process_figures=not options.quiet or bool(path))
+        reports = [own]
+        for child in children:
+            try:
+                reports.append(load(child))
+            except ReportFileError as error:
+                say(f"a child process's report was left out: {error}")
+        tree = merge(reports)
+        if path:
+            whole = "{pid}" not in path
+            written = _exit.write_report(tree if whole else own, path)
+            if written and not options.quiet:
                 say(f"report written to {written}")
-        except Exception as exc:
-            say(f"could not write the report to {guard.config.report_path!r}: {exc}")
-    if not options.quiet:
-        try:
-            sys.stderr.write(report.to_text())
-            sys.stderr.flush()
-        except Exception as exc:
-            internal_error("printing the summary", exc)
-    if status == 0 and options.fail_on != "never" and report.flagged(options.fail_on):
-        return EXIT_FINDINGS
-    return status
+        if self.outer_spool:
+            _exit.spool_report(tree, self.outer_spool)
+        if not options.quiet:
+            try:
+                sys.stderr.write(tree.to_text())
+                sys.stderr.flush()
+            except Exception:
+                pass
+        if fail_on != "never":
+            flagged = tree.flagged(fail_on)
+            if flagged:
+                noun = "call site" if len(flagged) == 1 else "call sites"
+                say(
+                    f"exit status {EXIT_FINDINGS}: {len(flagged)} {noun} with "
+                    f"{'churn' if fail_on == 'churn' else 'findings'} (--fail-on {fail_on})"
+                )
+                return EXIT_FINDINGS
+        return status
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``python -m executor_guard`` and ``executor-guard``."""
+    from . import _exit
+
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["report"]:
         return _report_command(arguments[1:])
     parser = _run_parser()
-    options = parser.parse_args(arguments)
-    if options.target is None:
-        parser.error("the following arguments are required: SCRIPT|MODULE")
     try:
-        guard = _install(options)
+        ours, is_module, target, args = _split(arguments)
+    except _Usage as error:
+        parser.error(str(error))
+    options = parser.parse_args(ours)
+    if target is None:
+        parser.error("the following arguments are required: SCRIPT|MODULE")
+    run: Optional[_Run] = None
+    try:
+        runner = None if is_module else _prepare_script(target)
+        run = _Run(options)
+        if is_module:
+            _find_module(target)
     except ConfigError as error:
         sys.stderr.write(f"{PROG}: error: {error}\n")
         return EXIT_USAGE
+    except _NotStarted as refused:
+        if run is not None:
+            run.discard()
+        if refused.line:
+            sys.stderr.write(refused.line + "\n")
+        return refused.status
 
     pending: Optional[BaseException] = None
     status = 0
     try:
-        if options.module:
-            _run_module(options.target, list(options.args))
+        if runner is None:
+            _run_module(target, args)
         else:
-            if not os.path.exists(options.target):
-                sys.stderr.write(
-                    f"{sys.executable}: can't open file {options.target!r}: "
-                    f"[Errno 2] No such file or directory\n"
-                )
-                return EXIT_USAGE
-            _run_script(options.target, list(options.args))
+            runner(args)
     except SystemExit as exc:
         status = _exit_status(exc.code)
     except KeyboardInterrupt as exc:
@@ -343,8 +579,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stdout.flush()
         except Exception:
             pass
-    status = _finish(guard, options, status)
+    if os.getpid() != run.pid:
+        # A child forked by the program came back here: it ends as a child.
+        return _exit.finish(status)
+    status = _exit.finish(status)
     if pending is not None:
-        # Let the interpreter end the way it ends on an uncaught Ctrl-C.
-        raise pending.with_traceback(_strip_launcher_frames(pending.__traceback__))
+        # End the way the interpreter ends on an uncaught Ctrl-C, traceback included.
+        _print_tracebacks_from_the_program()
+        raise pending
     return status

@@ -7,7 +7,18 @@ One service for the entry points (the start-up hook, the launcher):
   (they end with ``os._exit``, which skips ``atexit``);
 * :func:`take_over` lets the launcher write the report and summary itself,
   in its own process only: the at-exit writer then stands down there rather
-  than being unregistered from under whoever registered it;
+  than being unregistered from under whoever registered it, and
+  :func:`finish` runs whichever ending is this process's, once;
+* ``os._exit`` is wrapped (coverage's ``patch = _exit``) so that a program
+  that leaves through it still gets its report, and the launcher still
+  decides the status;
+* a *spool* directory (``EXECUTOR_GUARD_SPOOL``, made by the launcher) where
+  every guarded descendant leaves its report at exit, so the launcher's
+  summary, report and ``--fail-on`` cover the whole process tree;
+* :func:`report_on_sigterm` writes the report (and the launcher's summary)
+  when SIGTERM would end the process, which then still ends by SIGTERM;
+* :func:`check_report_path` finds a report path that cannot be written
+  before the program runs;
 * :func:`add_handler` and :func:`remove_handler` run our code on a signal
   while the host keeps its own handler: ``signal.signal`` and
   ``signal.getsignal`` are replaced, the originals recorded, and both (and
@@ -21,6 +32,7 @@ The guard is reached only through ``active_guard()``, ``guard.config`` and
 from __future__ import annotations
 
 import os
+import sys
 
 from ._state import STATE
 
@@ -36,6 +48,8 @@ if TYPE_CHECKING:
 #: The pid of the process that writes the configured report path itself;
 #: every other process writes beside it (see :func:`report_path`).
 OWNER_ENV = "EXECUTOR_GUARD_REPORT_OWNER"
+#: The directory where guarded descendants of the launcher leave their reports.
+SPOOL_ENV = "EXECUTOR_GUARD_SPOOL"
 
 
 def report_path(configured: Optional[str], *, for_dump: bool = False) -> Optional[str]:
@@ -45,8 +59,10 @@ def report_path(configured: Optional[str], *, for_dump: bool = False) -> Optiona
     used as is. Without ``{pid}``, the process that first activated the guard
     (its pid travels to children in ``EXECUTOR_GUARD_REPORT_OWNER``) writes the
     path itself and every other process (forked workers, subprocesses) writes
-    ``NAME-PID.EXT`` beside it, so nobody overwrites anybody. A dump asked for
-    by signal without a configured path goes to the temporary directory.
+    ``NAME-PID.EXT`` beside it, so nobody overwrites anybody; under the
+    launcher, whose report covers the whole process tree, they write nothing
+    there (their reports go to the spool). A dump asked for by signal without
+    a configured path goes to the temporary directory.
     """
     if configured is None:
         if not for_dump:
@@ -56,6 +72,8 @@ def report_path(configured: Optional[str], *, for_dump: bool = False) -> Optiona
         return os.path.join(tempfile.gettempdir(), "executor_guard-{pid}.json")
     if "{pid}" in configured or os.environ.get(OWNER_ENV) == str(os.getpid()):
         return configured
+    if os.environ.get(SPOOL_ENV):
+        return None  # under the launcher, which writes the path for the whole tree
     root, ext = os.path.splitext(configured)
     return f"{root}-{{pid}}{ext or '.json'}"
 
@@ -69,18 +87,50 @@ def claim_report_path(*, force: bool = False) -> None:
         os.environ[OWNER_ENV] = str(os.getpid())
 
 
+def resolve_report_path(configured: Optional[str]) -> Optional[str]:
+    """``configured`` made absolute against today's working directory (``{pid}`` kept).
+
+    Resolved at start, so that a program that changes directory does not move
+    its report.
+    """
+    if configured is None:
+        return None
+    return os.path.abspath(os.path.expanduser(configured))
+
+
+def check_report_path(configured: str) -> Optional[str]:
+    """Why a report could not be written to ``configured``, or None when it can.
+
+    Checks what the atomic write needs: the directory exists, is a directory
+    and takes new files, and the path itself is not a directory.
+    """
+    target = os.path.abspath(os.path.expanduser(configured.replace("{pid}", str(os.getpid()))))
+    directory = os.path.dirname(target)
+    if os.path.isdir(target):
+        return "it is a directory"
+    if not os.path.exists(directory):
+        return f"the directory {directory!r} does not exist"
+    if not os.path.isdir(directory):
+        return f"{directory!r} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"the directory {directory!r} is not writable"
+    return None
+
+
 # -- the report at exit -----------------------------------------------------------
 
 
 class _Process:
     """What this process has decided about its ending; a forked child starts afresh."""
 
-    __slots__ = ("pid", "reported", "taken_over")
+    __slots__ = ("finisher", "pid", "reported", "taken_over")
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.reported = False
         self.taken_over = False
+        #: The launcher's ending (summary, report, --fail-on): status -> status.
+        self.finisher: Optional[Callable[[int], int]] = None
 
 
 class _Anchor:
@@ -90,13 +140,15 @@ class _Anchor:
 class _Service:
     """The at-exit registration, made once per interpreter (a forked child inherits it)."""
 
-    __slots__ = ("anchor", "process", "registered")
+    __slots__ = ("anchor", "os_exit", "process", "registered")
 
     def __init__(self) -> None:
         self.registered = False
         self.process = _Process()
         #: While it lives, fork workers arm their finalizer; dropped, it unarms.
         self.anchor: Optional[_Anchor] = None
+        #: (the original os._exit, ours) while ours is installed.
+        self.os_exit: Optional[tuple[Any, Any]] = None
 
 
 _service = _Service()
@@ -128,18 +180,74 @@ def report_at_exit() -> None:
     atexit.register(_at_exit)
     _service.registered = True
     _service.anchor = _Anchor()
+    _wrap_os_exit()
     from . import _patch
 
     _patch.when_imported("multiprocessing.util", _arm_after_fork)
 
 
-def take_over() -> None:
+def take_over(finisher: Optional[Callable[[int], int]] = None) -> None:
     """This process writes its report (and summary) itself: the at-exit writer stands down.
 
     Only in the calling process: its forked children and pool workers still
-    write their own reports.
+    write their own reports. ``finisher(status)`` is the process's own
+    ending, run once by :func:`finish` (from ``os._exit`` or SIGTERM too); it
+    returns the status to exit with.
     """
-    _this_process().taken_over = True
+    process = _this_process()
+    process.taken_over = True
+    process.finisher = finisher
+
+
+def finish(status: int) -> int:
+    """End this process's guarding once: its finisher, else the at-exit writer.
+
+    Returns the status the process should exit with (a finisher may turn 0
+    into the ``--fail-on`` status). Called again, it changes nothing.
+    """
+    process = _this_process()
+    finisher = process.finisher
+    if finisher is not None:
+        process.finisher = None
+        process.reported = True
+        return finisher(status)
+    if not process.taken_over:
+        _at_exit()
+    return status
+
+
+def _wrap_os_exit() -> None:
+    """Make ``os._exit`` end our guarding first (a program, a forked child leaving by it)."""
+    if _service.os_exit is not None:
+        return
+    original = os._exit
+
+    def _exit(status: int) -> Any:
+        try:
+            status = finish(status)
+        except BaseException:  # the exit happens whatever happens to us
+            pass
+        return original(status)
+
+    _exit.__doc__ = original.__doc__
+    _exit.__wrapped__ = original  # type: ignore[attr-defined]
+    _service.os_exit = (original, _exit)
+    os._exit = _exit
+
+
+def _unwrap_os_exit() -> None:
+    if _service.os_exit is None:
+        return
+    original, ours = _service.os_exit
+    if os._exit is ours:
+        os._exit = original
+    _service.os_exit = None
+
+
+def real_os_exit(status: int) -> None:
+    """Leave at once, without our ending (it has run)."""
+    exit_now = _service.os_exit[0] if _service.os_exit is not None else os._exit
+    exit_now(status)
 
 
 def _arm_after_fork(util: Any) -> None:
@@ -166,11 +274,48 @@ def _at_exit() -> None:
         if guard is None:
             return
         path = report_path(guard.config.report_path)
-        if path is None:
+        spool = os.environ.get(SPOOL_ENV) or None
+        if path is None and spool is None:
             return
-        guard.report().write_json(path)
+        if not guard.snapshot().sites and os.environ.get(OWNER_ENV) != str(os.getpid()):
+            # A worker or helper process that built no pool leaves no file behind.
+            return
+        report = guard.report()
     except Exception as exc:
-        _say(f"could not write the report at exit: {exc}")
+        _say(f"could not make the report at exit: {exc}")
+        return
+    if path is not None:
+        write_report(report, path)
+    if spool is not None:
+        spool_report(report, spool)
+
+
+def write_report(report: Any, path: str) -> Optional[str]:
+    """Write ``report`` to ``path``; a failure is one line naming the path, not a raise."""
+    try:
+        written: str = report.write_json(path)
+        return written
+    except Exception as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        _say(f"could not write the report to {path!r}: {reason}")
+        return None
+
+
+def spool_report(report: Any, spool: str) -> None:
+    """Leave this process's report in the launcher's spool (silently gone if the spool is)."""
+    if not os.path.isdir(spool):
+        return  # the launcher has finished: nobody is left to read it
+    write_report(report, os.path.join(spool, "{pid}.json"))
+
+
+def spooled(spool: str) -> list[str]:
+    """The report files guarded descendants left in ``spool`` (complete ones only)."""
+    try:
+        names = sorted(os.listdir(spool))
+    except OSError:
+        return []
+    # Temporary files start with a dot: a write still under way is not read.
+    return [os.path.join(spool, n) for n in names if n.endswith(".json") and n[:1] != "."]
 
 
 def _say(message: str) -> None:
@@ -332,6 +477,51 @@ def _restore_signal_functions() -> None:
     _signals.originals = _signals.replacements = None
 
 
+def report_on_sigterm() -> bool:
+    """On SIGTERM, finish (report, launcher summary), then end by SIGTERM as we would have.
+
+    Only when the host's disposition is the default one, which ends the
+    process: a host handler is chained and decides (a graceful shutdown
+    reports on its way out), an ignored SIGTERM stays ignored. The process
+    then dies of the signal itself, so its parent sees the status SIGTERM
+    gives (143 from a shell). Returns False outside the main thread.
+    """
+    import signal
+
+    return add_handler(int(signal.SIGTERM), _on_sigterm)
+
+
+def _on_sigterm(signum: int) -> None:
+    import signal
+
+    host = _signals.host.get(signum)
+    if host is not signal.SIG_DFL and host is not None:
+        return  # the host's handler (or SIG_IGN) decides; chained by our handler
+    try:
+        finish(128 + signum)
+    except BaseException:  # the process ends whatever happens to us
+        pass
+    _die_of(signum)
+
+
+def _die_of(signum: int) -> None:
+    """End the process by ``signum`` with the default disposition, as the kernel would."""
+    import signal
+
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+    except Exception:
+        pass
+    real_signal = _signals.originals[0] if _signals.originals is not None else signal.signal
+    try:
+        real_signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    except Exception:
+        pass
+    real_os_exit(128 + signum)  # the signal was blocked: the nearest status
+
+
 def dump_on_signal(name: str) -> bool:
     """Write the report on signal ``name`` (``SIGUSR1``) without stopping the process.
 
@@ -387,6 +577,7 @@ def reset() -> None:
         import atexit
 
         atexit.unregister(_at_exit)
+    _unwrap_os_exit()
     # Dropping the anchor drops its entry in multiprocessing's weak registry.
     _service.registered = False
     _service.anchor = None

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from ._guard import Guard
 
+
 class _StartUp:
     """Whether this process has decided (activated or not); survives fork."""
 
@@ -97,6 +98,16 @@ def _activate(environ: Mapping[str, str]) -> Optional[Guard]:
     from . import _exit
     from ._guard import install
 
+    if config.report_path is not None:
+        reason = _exit.check_report_path(config.report_path)
+        if reason is not None:
+            _say(
+                f"EXECUTOR_GUARD_REPORT: cannot write a report to {config.report_path!r} "
+                f"({reason}); guarding without a report"
+            )
+            config = config.replace(report_path=None)
+        else:
+            config = config.replace(report_path=_exit.resolve_report_path(config.report_path))
     guard = install(**config.options())
     if config.report_path is not None:
         _exit.claim_report_path()
@@ -106,6 +117,8 @@ def _activate(environ: Mapping[str, str]) -> Optional[Guard]:
             f"EXECUTOR_GUARD_DUMP_SIGNAL={config.dump_signal} ignored: "
             "start-up did not run in the main thread"
         )
+    if config.sigterm and not _exit.report_on_sigterm():
+        _say("EXECUTOR_GUARD_SIGTERM=1 ignored: start-up did not run in the main thread")
     return guard
 
 

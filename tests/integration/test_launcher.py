@@ -293,7 +293,8 @@ def test_options_are_exported_to_child_processes(tmp_path: Path) -> None:
     assert exported["EXECUTOR_GUARD"] == "log"
     assert exported["EXECUTOR_GUARD_THRESHOLD"] == "7"
     assert exported["EXECUTOR_GUARD_WINDOW"] == "30.0"
-    assert exported["EXECUTOR_GUARD_REPORT"] == "r-{pid}.json"
+    # Resolved at start: a child that changes directory writes where it was asked.
+    assert exported["EXECUTOR_GUARD_REPORT"] == str(tmp_path / "r-{pid}.json")
 
 
 @pytest.mark.parametrize(
@@ -349,9 +350,10 @@ def test_a_bad_environment_value_exits_2_naming_the_variable(tmp_path: Path) -> 
 
 
 def test_a_missing_script_is_reported_like_python(tmp_path: Path) -> None:
-    result = guarded("nope.py", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "can't open file 'nope.py'" in result.stderr
+    expected = plain("nope.py", cwd=tmp_path)
+    actual = guarded("nope.py", cwd=tmp_path)
+    assert actual.returncode == expected.returncode == 2
+    assert actual.stderr == expected.stderr
 
 
 def test_report_command_renders_merges_and_rejects(tmp_path: Path) -> None:

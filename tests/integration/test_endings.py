@@ -1,0 +1,462 @@
+"""Deployments as they run: process trees, SIGTERM, ``os._exit``, report paths, error paths.
+
+Each test runs the launcher (or an environment activation) in real
+subprocesses with real signals, and compares with plain ``python`` where the
+launcher promises to behave like it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from .test_launcher import TIMEOUT, guarded, plain, run, write
+
+CHURN_LINE = 5
+CHILD = """
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    def handle(request):
+        pool = ThreadPoolExecutor(max_workers=1)
+        pool.submit(time.sleep, 0.01)
+        pool.shutdown(wait=False)
+    for request in range(12):
+        handle(request)
+"""
+
+PARENT = """
+    import subprocess, sys
+    subprocess.run([sys.executable, "child.py"], check=True)
+    print("parent done")
+"""
+
+
+def read(path: Path) -> dict:  # type: ignore[type-arg]
+    data: dict = json.loads(path.read_text())  # type: ignore[type-arg]
+    return data
+
+
+# -- one verdict for a process tree ------------------------------------------------
+
+
+def test_a_parent_that_only_starts_a_churning_child_gets_the_childs_verdict(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "child.py", CHILD)
+    write(tmp_path / "parent.py", PARENT)
+    result = guarded("--fail-on", "churn", "--report", "tree.json", "parent.py", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "parent done" in result.stdout
+    assert "12 pools from 1 call site" in result.stderr
+    assert "merged from 2 processes" in result.stderr
+    assert "exit status 3: 1 call site with churn (--fail-on churn)" in result.stderr
+    data = read(tmp_path / "tree.json")
+    [site] = data["sites"]
+    assert (site["file"], site["line"], site["created"]) == (
+        str(tmp_path / "child.py"),
+        CHURN_LINE,
+        12,
+    )
+    assert len(data["processes"]) == 2
+    # The child wrote nothing beside the tree's report, and the spool is gone.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child.py", "parent.py", "tree.json"]
+    assert os.environ.get("EXECUTOR_GUARD_SPOOL") is None
+
+
+def test_without_a_report_path_the_summary_still_covers_the_tree(tmp_path: Path) -> None:
+    write(tmp_path / "child.py", CHILD)
+    write(tmp_path / "parent.py", PARENT)
+    result = guarded("--fail-on", "churn", "parent.py", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "[churn, nowait_pending] child.py:5 in handle" in result.stderr
+
+
+def test_creations_across_processes_add_up_to_churn(tmp_path: Path) -> None:
+    # Each child builds 6 pools, under the threshold; the tree built 12 at one line.
+    write(tmp_path / "child.py", CHILD.replace("range(12)", "range(6)"))
+    write(
+        tmp_path / "parent.py",
+        """
+        import subprocess, sys
+        for _ in range(2):
+            subprocess.run([sys.executable, "child.py"], check=True)
+        """,
+    )
+    result = guarded("--fail-on", "churn", "parent.py", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "12 pools from 1 call site" in result.stderr
+
+
+WORKERS = """
+    import multiprocessing, sys, time
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    def work(n):
+        for _ in range(6):
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pool.submit(time.sleep, 0)
+        return n
+
+    def idle(n):
+        return n
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context(sys.argv[1])
+        for batch in range(3):
+            with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+                print(sorted(pool.map(work, range(2))))
+        with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+            print(sorted(pool.map(idle, range(4))))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_pool_workers_count_for_the_tree_and_leave_no_files(tmp_path: Path, method: str) -> None:
+    write(tmp_path / "app.py", WORKERS)
+    (tmp_path / "out").mkdir()
+    result = guarded(
+        "-q",
+        "--fail-on",
+        "churn",
+        "--report",
+        "out/r.json",
+        "app.py",
+        method,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 3, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r.json"]
+    data = read(tmp_path / "out" / "r.json")
+    work = next(s for s in data["sites"] if s["function"] == "work")
+    assert work["created"] == 36
+    assert "churn" in work["findings"]
+
+
+def test_per_process_files_only_where_asked_and_none_for_idle_workers(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", WORKERS.replace("for batch in range(3)", "for batch in range(0)"))
+    (tmp_path / "out").mkdir()
+    result = guarded("-q", "--report", "out/r-{pid}.json", "app.py", "spawn", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # Only the launcher's own process: its idle workers built no pool.
+    [only] = list((tmp_path / "out").iterdir())
+    assert read(only)["process"]["pid"] != 0
+    assert read(only)["totals"]["pools"] == 1
+
+
+def test_pytest_under_the_launcher_is_one_verdict_with_xdist_style_children(
+    tmp_path: Path,
+) -> None:
+    # Subprocesses started inside a test count too.
+    write(tmp_path / "child.py", CHILD)
+    write(
+        tmp_path / "test_tree.py",
+        """
+        import subprocess, sys
+        def test_runs_a_child():
+            subprocess.run([sys.executable, "child.py"], check=True)
+        """,
+    )
+    result = guarded(
+        "--fail-on",
+        "churn",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+    assert "child.py:5 in handle" in result.stderr
+
+
+# -- every way a process ends ----------------------------------------------------------
+
+TERM = """
+    import signal, sys, time
+    from concurrent.futures import ThreadPoolExecutor
+    if sys.argv[1:] == ["handler"]:
+        def on_term(signum, frame):
+            print("host handler ran", flush=True)
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, on_term)
+    if sys.argv[1:] == ["ignore"]:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for _ in range(12):
+        pool = ThreadPoolExecutor(max_workers=1)
+        pool.submit(time.sleep, 0.01)
+        pool.shutdown(wait=False)
+    print("ready", flush=True)
+    time.sleep(30)
+    print("slept", flush=True)
+"""
+
+
+def _start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
+    full.update(env or {})
+    process = subprocess.Popen(
+        args, cwd=cwd, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    return process
+
+
+def _terminate(process: subprocess.Popen[str]) -> tuple[str, str]:
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=TIMEOUT)
+    return out, err
+
+
+def test_sigterm_writes_report_and_summary_and_still_ends_by_sigterm(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", TERM)
+    expected = _start([sys.executable, "app.py"], tmp_path)
+    _terminate(expected)
+    actual = _start(
+        [sys.executable, "-m", "executor_guard", "--report", "r.json", "app.py"],
+        tmp_path,
+    )
+    _, err = _terminate(actual)
+    assert actual.returncode == expected.returncode == -signal.SIGTERM
+    assert "[churn, nowait_pending] app.py:12 in <module>" in err
+    assert read(tmp_path / "r.json")["totals"]["pools"] == 12
+
+
+def test_sigterm_chains_the_hosts_handler_which_decides_the_status(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", TERM)
+    process = _start(
+        [sys.executable, "-m", "executor_guard", "--report", "r.json", "app.py", "handler"],
+        tmp_path,
+    )
+    out, _ = _terminate(process)
+    assert process.returncode == 0
+    assert "host handler ran" in out
+    assert read(tmp_path / "r.json")["totals"]["pools"] == 12
+
+
+def test_an_ignored_sigterm_stays_ignored(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", TERM.replace("time.sleep(30)", "time.sleep(2)"))
+    process = _start(
+        [sys.executable, "-m", "executor_guard", "-q", "app.py", "ignore"],
+        tmp_path,
+    )
+    out, _ = _terminate(process)
+    assert process.returncode == 0
+    assert "slept" in out
+
+
+def test_environment_activation_reports_on_sigterm_when_asked(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", TERM)
+    env = {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_REPORT": "r.json"}
+    process = _start([sys.executable, "app.py"], tmp_path, env)
+    _terminate(process)
+    assert process.returncode == -signal.SIGTERM
+    assert not (tmp_path / "r.json").exists()  # not asked: the host's SIGTERM is untouched
+    process = _start([sys.executable, "app.py"], tmp_path, {**env, "EXECUTOR_GUARD_SIGTERM": "1"})
+    _terminate(process)
+    assert process.returncode == -signal.SIGTERM
+    assert read(tmp_path / "r.json")["totals"]["pools"] == 12
+
+
+OS_EXIT = """
+    import os, sys, time
+    from concurrent.futures import ThreadPoolExecutor
+    for _ in range(12):
+        pool = ThreadPoolExecutor(max_workers=1)
+        pool.submit(time.sleep, 0.01)
+        pool.shutdown(wait=False)
+    sys.stdout.flush()
+    os._exit(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize(("code", "status"), [("0", 3), ("5", 5)])
+def test_os_exit_writes_the_report_and_fail_on_decides(
+    tmp_path: Path, code: str, status: int
+) -> None:
+    write(tmp_path / "app.py", OS_EXIT)
+    result = guarded("--fail-on", "churn", "--report", "r.json", "app.py", code, cwd=tmp_path)
+    assert result.returncode == status, result.stderr
+    assert "[churn, nowait_pending] app.py:5 in <module>" in result.stderr
+    assert read(tmp_path / "r.json")["totals"]["pools"] == 12
+
+
+def test_os_exit_under_environment_activation_writes_the_report(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", OS_EXIT)
+    env = {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_REPORT": "r.json"}
+    result = run([sys.executable, "app.py", "7"], tmp_path, env)
+    assert result.returncode == 7
+    assert read(tmp_path / "r.json")["totals"]["pools"] == 12
+
+
+# -- report paths ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("missing/r.json", "does not exist"),
+        (".", "it is a directory"),
+        ("file.txt/r.json", "is not a directory"),
+        ("locked/r.json", "is not writable"),
+    ],
+)
+def test_an_unwritable_report_path_is_found_before_the_program_runs(
+    tmp_path: Path, path: str, reason: str
+) -> None:
+    if reason == "is not writable" and os.geteuid() == 0:
+        pytest.skip("root writes everywhere")
+    (tmp_path / "file.txt").write_text("")
+    (tmp_path / "locked").mkdir(mode=0o500)
+    write(tmp_path / "app.py", "print('ran')\n")
+    result = guarded("--report", path, "app.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"executor-guard: error: --report: cannot write a report to {path!r}")
+    assert reason in line
+    assert ".tmp" not in line
+
+    env = {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_REPORT": path}
+    result = run([sys.executable, "app.py"], tmp_path, env)
+    assert result.returncode == 0
+    assert result.stdout == "ran\n"
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"executor_guard: EXECUTOR_GUARD_REPORT: cannot write a report to {path!r}"
+    )
+    assert line.endswith("; guarding without a report")
+
+
+def test_a_relative_report_path_and_the_summary_do_not_move_with_chdir(tmp_path: Path) -> None:
+    write(
+        tmp_path / "app.py", CHILD + "    import os\n    os.chdir(os.path.dirname(os.getcwd()))\n"
+    )
+    result = guarded("--report", "r.json", "app.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read(tmp_path / "r.json")["totals"]["pools"] == 12
+    assert f"report written to {tmp_path / 'r.json'}" in result.stderr
+    assert "[churn, nowait_pending] app.py:5 in handle" in result.stderr
+
+    env = {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_REPORT": "e.json"}
+    result = run([sys.executable, "app.py"], tmp_path, env)
+    assert read(tmp_path / "e.json")["totals"]["pools"] == 12
+
+
+# -- like python: Ctrl-C and the errors before a program starts ----------------------------
+
+
+def test_ctrl_c_shows_the_programs_frames_only(tmp_path: Path) -> None:
+    write(
+        tmp_path / "app.py",
+        """
+        def serve():
+            raise KeyboardInterrupt
+        serve()
+        """,
+    )
+    expected = plain("app.py", cwd=tmp_path)
+    actual = guarded("-q", "app.py", cwd=tmp_path)
+    assert actual.returncode == expected.returncode == -signal.SIGINT
+    assert actual.stderr == expected.stderr
+
+
+def test_ctrl_c_from_the_console_script_shows_the_programs_frames_only(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("executor-guard")
+    if not script.exists():
+        pytest.skip("the console script is not installed beside this interpreter")
+    write(tmp_path / "app.py", "raise KeyboardInterrupt\n")
+    expected = plain("app.py", cwd=tmp_path)
+    actual = run([str(script), "-q", "app.py"], tmp_path)
+    assert actual.stderr == expected.stderr
+
+
+def test_a_real_sigint_ends_like_python(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", "import time\nprint('ready', flush=True)\ntime.sleep(30)\n")
+    results = []
+    for prefix in ([], ["-m", "executor_guard", "-q"]):
+        process = _start([sys.executable, *prefix, "app.py"], tmp_path)
+        time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=TIMEOUT)
+        results.append((process.returncode, err))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        ["missing.py"],
+        ["sub/missing.py"],
+        ["adir"],
+        ["bad.py"],
+        ["syntax.py"],
+        ["-mno_such_module"],
+        ["-m", "no_such_module"],
+        ["-m", "adir.inner"],
+    ],
+)
+def test_a_program_that_cannot_start_gets_pythons_line_and_no_summary(
+    tmp_path: Path, target: list[str]
+) -> None:
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "bad.py").write_bytes(b'x = "\xff"\n')
+    write(tmp_path / "syntax.py", "x = (\n")
+    expected = plain(*target, cwd=tmp_path)
+    actual = guarded(*target, cwd=tmp_path)
+    assert actual.returncode == expected.returncode
+    assert expected.returncode != 0
+    if target == ["bad.py"] and sys.version_info[:2] == (3, 10):
+        # 3.10's tokenizer names the line after the bad byte; ours names the right one.
+        assert actual.stderr.startswith("SyntaxError: Non-UTF-8 code starting with '\\xff'")
+    else:
+        assert actual.stderr == expected.stderr
+    assert "pools from" not in actual.stderr
+
+
+def test_dash_m_spelled_together_runs_the_module(tmp_path: Path) -> None:
+    write(tmp_path / "tool.py", "import sys\nprint(sys.argv[1:])\n")
+    assert plain("-mtool", "-q", "x", cwd=tmp_path).stdout == "['-q', 'x']\n"
+    actual = guarded("-q", "-mtool", "-q", "x", cwd=tmp_path)
+    assert actual.returncode == 0, actual.stderr
+    assert actual.stdout == "['-q', 'x']\n"
+
+
+def test_the_programs_own_flags_are_never_taken_for_ours(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", "import sys\nprint(sys.argv[1:])\n")
+    actual = guarded("-q", "app.py", "--report", "--threshold", "-m", cwd=tmp_path)
+    assert actual.returncode == 0, actual.stderr
+    assert actual.stdout == "['--report', '--threshold', '-m']\n"
+
+
+def test_a_forked_child_that_returns_ends_as_a_child(tmp_path: Path) -> None:
+    write(
+        tmp_path / "app.py",
+        textwrap.dedent(
+            """
+            import os, sys
+            from concurrent.futures import ThreadPoolExecutor
+            pid = os.fork()
+            if pid == 0:
+                for _ in range(12):
+                    ThreadPoolExecutor(max_workers=1).shutdown()
+                sys.exit(0)
+            os.waitpid(pid, 0)
+            """
+        ),
+    )
+    result = guarded("--fail-on", "churn", "--report", "r.json", "app.py", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    # One summary (the launcher's), covering the child's pools.
+    assert result.stderr.count("pools from") == 1
+    assert "12 pools from 1 call site" in result.stderr
