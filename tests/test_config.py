@@ -91,7 +91,14 @@ def test_a_blank_variable_leaves_its_option_as_it_is() -> None:
 
 
 def test_the_report_block_holds_the_reported_rows() -> None:
-    expected = {"mode": "warn", "threshold": 10, "window": None, "stack_depth": 32, "ignore": [], "app": []}
+    expected = {
+        "mode": "warn",
+        "threshold": 10,
+        "window": None,
+        "stack_depth": 32,
+        "ignore": [],
+        "app": [],
+    }
     assert expected == Config().to_dict()
     assert [option.name for option in OPTIONS if option.reported] == list(expected)
 

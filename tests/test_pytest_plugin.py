@@ -119,9 +119,13 @@ def test_churn_in_fixtures_fails_their_setup_and_teardown(pytester: pytest.Pytes
 
 @pytest.mark.parametrize(
     "enable",
-    [("cli", "--executor-guard"), ("ini", "[pytest]\nexecutor_guard = true\n"), ("env", "1")],
+    [
+        ("cli", "--executor-guard"),
+        ("ini", "[pytest]\nexecutor_guard = true\n"),
+        ("env", "--executor-guard"),
+    ],
 )
-def test_enabled_by_flag_ini_or_environment(
+def test_enabled_by_flag_ini_or_pytest_addopts(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, enable: tuple[str, str]
 ) -> None:
     pytester.makepyfile(SUITE)
@@ -132,9 +136,34 @@ def test_enabled_by_flag_ini_or_environment(
     elif how == "ini":
         pytester.makefile(".ini", pytest=value.split("\n", 1)[1].join(["[pytest]\n", ""]))
     else:
-        monkeypatch.setenv("EXECUTOR_GUARD", value)
+        monkeypatch.setenv("PYTEST_ADDOPTS", value)
     result = pytester.runpytest_subprocess(*args)
     result.assert_outcomes(failed=1, passed=1)
+
+
+@pytest.mark.parametrize(("value", "mode"), [("1", "log"), ("log", "log"), ("warn", "warn")])
+def test_executor_guard_in_the_environment_does_not_enable_the_plugin(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, value: str, mode: str
+) -> None:
+    """The variable asks for the process guard in its mode, not for failing tests.
+
+    The last test reads the process guard's report: it holds the pools of the
+    earlier tests, so no test suspended it.
+    """
+    pytester.makepyfile(
+        SUITE
+        + f"""
+    def test_the_process_guard_saw_every_pool():
+        import executor_guard
+        report = executor_guard.report()
+        assert report.to_dict()["config"]["mode"] == {mode!r}
+        site = report.site(__file__, 5)
+        assert site["created"] == 12
+    """
+    )
+    monkeypatch.setenv("EXECUTOR_GUARD", value)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=3, warnings=1 if mode == "warn" else 0)
 
 
 def test_threshold_and_mode_from_ini_with_the_command_line_winning(
@@ -364,7 +393,127 @@ def test_per_test_options_come_from_flags_ini_and_environment(
     assert expected == {key: printed["CONFIG"][key] for key in expected}
     expected_ignore = ["*/vendor/*", "app.jobs.*", "*/generated/*"]
     assert expected_ignore == printed["IGNORE"]
+    # Not enabled for the run (only the fixture and the marker guard tests):
+    # a bad variable is ignored with a line in the header, not a usage error.
     monkeypatch.setenv("EXECUTOR_GUARD_LOG_FORMAT", "xml")
-    bad = pytester.runpytest_subprocess()
+    ignored = pytester.runpytest_subprocess()
+    ignored.assert_outcomes(passed=2)
+    ignored.stdout.fnmatch_lines(
+        [
+            "executor_guard: EXECUTOR_GUARD_LOG_FORMAT: invalid value 'xml'*; "
+            "the pytest plugin uses the default"
+        ]
+    )
+    bad = pytester.runpytest_subprocess("--executor-guard")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["ERROR: executor_guard: EXECUTOR_GUARD_LOG_FORMAT: invalid value*"])
+
+
+#: A process guard installed before any test, as the launcher or the
+#: environment would have it; the session's end prints its report's totals.
+PROCESS_GUARD = """
+    import executor_guard
+
+    executor_guard.install(mode="log", threshold=1000)
+
+    def pytest_unconfigure(config):
+        report = executor_guard.report().to_dict()
+        sites = {f"{s['function']}:{s['line']}": s["created"] for s in report["sites"]}
+        print("PROCESS", sorted(sites.items()))
+"""
+
+
+def test_under_a_process_guard_per_test_counts_are_its_own_and_it_sees_every_pool(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(PROCESS_GUARD)
+    pytester.makepyfile(
+        FIXTURES
+        + """
+    from concurrent.futures import ThreadPoolExecutor as Pool
+
+    def make_pool():
+        with Pool(max_workers=1) as pool:
+            return pool.submit(int).result()
+
+    def test_warm_up():  # the process guard has seen 9 at this site before the next test
+        for _ in range(9):
+            make_pool()
+
+    def test_counts_only_its_own(executor_guard):
+        make_pool(); make_pool()
+        assert executor_guard.pools == 2
+        executor_guard.clear()
+        make_pool()
+        assert [s["created"] for s in executor_guard.sites] == [1]
+        executor_guard.assert_no_churn()
+    """
+    )
+    result = pytester.runpytest_subprocess("--executor-guard", "-s", "-p", "no:randomly")
+    result.assert_outcomes(passed=3, errors=2)  # 9 + 3 at one site: no test made 10
+    result.stdout.fnmatch_lines(
+        [
+            "*during the setup of *::test_setup (threshold 10 per test)*",
+            "[[]churn[]] *.py:7 in churn_in_setup",
+            "    created 11 (ThreadPoolExecutor 11)*",
+            "    shutdown: nowait 11",
+            "*during the teardown of *::test_teardown*",
+        ]
+    )
+    # The process guard stayed active through every test: each pool once.
+    result.stdout.fnmatch_lines(
+        [
+            "PROCESS [[]('churn_in_setup:7', 11), ('churn_in_teardown:14', 11), "
+            "('make_pool:25', 12)[]]"
+        ]
+    )
+
+
+def test_under_a_process_guard_warn_mode_warns_after_the_phase(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(PROCESS_GUARD)
+    pytester.makepyfile(SUITE)
+    args = ["--executor-guard", "--executor-guard-mode", "warn"]
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ExecutorChurnWarning: ThreadPoolExecutor created 12 times at *.py:5 in make_pool "
+            "during the call of *::test_body_churns (threshold 10 per test)*"
+        ]
+    )
+    strict = pytester.runpytest_subprocess(
+        *args, "-W", "error::executor_guard.ExecutorChurnWarning"
+    )
+    strict.assert_outcomes(failed=1, passed=1)
+
+
+def test_under_a_process_guard_raise_mode_fails_the_phase(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(PROCESS_GUARD)
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest_subprocess("--executor-guard", "--executor-guard-mode", "raise")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*1 call site created pools repeatedly during the call of*"])
+
+
+def test_under_a_process_guard_an_unguarded_test_between_two_is_nobodys(
+    pytester: pytest.Pytester,
+) -> None:
+    """Pools of a test the plugin does not guard are not counted for the next one."""
+    pytester.makeconftest(PROCESS_GUARD)
+    pytester.makepyfile(
+        SUITE
+        + """
+    def test_first(executor_guard):
+        make_pool()
+
+    def test_unguarded_churn():
+        for _ in range(12):
+            make_pool()
+
+    @pytest.mark.executor_guard
+    def test_after_it(executor_guard):
+        assert executor_guard.pools == 0
+    """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=5)

@@ -1,11 +1,12 @@
 """The pytest plugin: fail the test that churns pools, summarise the session.
 
 Registered through the ``pytest11`` entry point and inactive (nothing patched)
-unless enabled by ``--executor-guard``, the ini option ``executor_guard =
-true``, or the ``EXECUTOR_GUARD`` environment variable; a test that uses the
-``executor_guard`` fixture or marker is guarded on its own.
+unless enabled by ``--executor-guard`` or the ini option ``executor_guard =
+true``; a test that uses the ``executor_guard`` fixture or marker is guarded
+on its own. ``EXECUTOR_GUARD`` does not enable it: that variable activates the
+process-wide guard at interpreter start (``_startup``), in its own mode.
 
-Each guarded test gets a registry of its own for its setup, call and teardown
+Each guarded test has counts of its own for its setup, call and teardown
 phases. After each phase, a call site that crossed the threshold *in this test*
 fails the test in that phase, with the site, count, shutdown modes and creation
 stack in the failure text: churn inside a fixture fails the fixture's setup or
@@ -14,25 +15,48 @@ all tests, so a helper that builds one pool per call, called once per test,
 shows up in the terminal summary with the tests that hit it
 (``--executor-guard-fail-session`` makes that fail the run).
 
+Where the per-test counts come from depends on who else guards the process:
+
+* nobody: each test runs in a ``guarded()`` block of its own (``_guard.block``),
+  patched for the test only, with the plugin's mode acting at the constructor;
+* a process guard installed before the test (the launcher, environment
+  activation, ``install()``): that guard stays active and records every pool,
+  so its report, summary and ``--fail-on`` verdict are complete, and the
+  test's counts are the difference between two snapshots of it
+  (:class:`_ProcessShare`). No second patch layer, each pool counted once.
+  The process guard's mode acts at the constructor; the plugin judges each
+  phase afterwards (``raise`` then fails the phase like ``fail``; ``warn``
+  issues the warning through pytest's capture; ``log`` leaves it to the
+  process guard's own log).
+
 Options are read off the same table as the launcher's (``_config.OPTIONS``):
 each per-test option of the guard (threshold, window, stack depth, ignore,
 log format and target) is ``--executor-guard-FLAG``, the ini key
 ``executor_guard_NAME`` and its environment variable. Precedence: command
-line, then ini, then environment; a bad value names its source. Works with
-pytest-xdist: every worker is guarded and sends its counts
-to the controller, which prints the summary.
+line, then ini, then environment; a bad value names its source. A bad
+environment value stops pytest only when the plugin was enabled for the run;
+otherwise the plugin ignores it (the start-up hook has its own say about the
+variables it reads) and says so in the report header. Works with
+pytest-xdist: every worker is guarded and sends its counts to the
+controller, which prints the summary.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Generator
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import pytest
 
 from . import _config
 from .exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from ._guard import Guard
+    from ._registry import Snapshot
+    from ._report import Report
 
 PLUGIN_MODES = ("fail", "warn", "raise", "log")
 _DATA = "executor_guard"
@@ -42,16 +66,6 @@ _TEST_GUARD: pytest.StashKey[Any] = pytest.StashKey()
 
 def _plugin_mode(value: object, source: str) -> str:
     return _config.parse_choice(value, source, PLUGIN_MODES)
-
-
-def _plugin_mode_variable(value: object, source: str) -> str:
-    """``EXECUTOR_GUARD=warn`` and ``raise`` carry over; any other value means ``fail``."""
-    text = str(value).strip().lower()
-    return text if text in ("warn", "raise") else "fail"
-
-
-def _enabled_variable(value: object, source: str) -> bool:
-    return True  # any value that is not blank or 0 (the row's unset) switches the guard on
 
 
 class _Spelling:
@@ -69,11 +83,12 @@ class _Spelling:
 _ENABLED = _Spelling(
     _config.Option(
         "enabled",
-        env="EXECUTOR_GUARD",
+        # Not EXECUTOR_GUARD: that variable asks for the process guard, whose
+        # report must see the tests' pools (PYTEST_ADDOPTS=--executor-guard
+        # is the environment's way to enable the plugin).
+        env=None,
         flag="--executor-guard",
         parse=_config.parse_bool,
-        env_parse=_enabled_variable,
-        unset=("", "0"),
         default=False,
         help="guard every test: fail a test in which one call site creates pools repeatedly",
     ),
@@ -83,12 +98,10 @@ _ENABLED = _Spelling(
 _MODE = _Spelling(
     _config.Option(
         "mode",
-        env="EXECUTOR_GUARD",
+        env=None,  # EXECUTOR_GUARD is the process guard's mode, not the plugin's
         flag="--executor-guard-mode",
         metavar="MODE",
         parse=_plugin_mode,
-        env_parse=_plugin_mode_variable,
-        unset=("", "0"),
         default="fail",
         help="fail (default: fail the test phase), raise (at the constructor), warn or log",
     ),
@@ -128,8 +141,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(spelling.ini, option.help, default=None)
 
 
-def _resolve(config: pytest.Config, spelling: _Spelling) -> Any:
-    """An option's value: command line, then ini, then environment, then its default."""
+def _resolve(config: pytest.Config, spelling: _Spelling, notes: Optional[list[str]] = None) -> Any:
+    """An option's value: command line, then ini, then environment, then its default.
+
+    With ``notes`` given (the plugin was not enabled for the run), a bad
+    environment value is not pytest's problem: it is noted and the default
+    used, rather than stopping every run in an environment that has it.
+    """
     option = spelling.option
     given = config.getoption(spelling.ini)
     if given not in (None, "", []):
@@ -139,7 +157,12 @@ def _resolve(config: pytest.Config, spelling: _Spelling) -> Any:
         return option.parse(ini, f"ini option {spelling.ini}")
     raw = _config.variable(option, os.environ)
     if raw is not None and option.env is not None:
-        return option.env_parse(raw, option.env)
+        if notes is None:
+            return option.env_parse(raw, option.env)
+        try:
+            return option.env_parse(raw, option.env)
+        except ConfigError as error:
+            notes.append(f"executor_guard: {error}; the pytest plugin uses the default")
     return option.default
 
 
@@ -161,11 +184,14 @@ class _Settings:
 
     def __init__(self, config: pytest.Config) -> None:
         self.enabled: bool = _resolve(config, _ENABLED)
-        self.mode: str = _resolve(config, _MODE)
-        self.fail_session: bool = _resolve(config, _FAIL_SESSION)
+        #: Bad environment values ignored because the plugin is not enabled.
+        self.notes: list[str] = []
+        notes = None if self.enabled else self.notes
+        self.mode: str = _resolve(config, _MODE, notes)
+        self.fail_session: bool = _resolve(config, _FAIL_SESSION, notes)
         #: Each test's configuration before its marker and mode apply.
         self.base = _config.Config(
-            **{spelling.option.name: _resolve(config, spelling) for spelling in _PER_TEST}
+            **{spelling.option.name: _resolve(config, spelling, notes) for spelling in _PER_TEST}
         )
         self.threshold = self.base.threshold
 
@@ -185,6 +211,8 @@ class _Plugin:
             raise pytest.UsageError(f"executor_guard: {error}") from None
         #: (file, line, function) -> {"created", "tests": {nodeid: n}, "site": first site dict}
         self.tally: dict[tuple[str, int, str], dict[str, Any]] = {}
+        #: The process guard and its last snapshot, taken at the end of the previous test.
+        self._last_look: Optional[tuple[Any, Snapshot]] = None
 
     # -- per test -------------------------------------------------------------
 
@@ -221,33 +249,45 @@ class _Plugin:
         self, item: pytest.Item, nextitem: Optional[pytest.Item]
     ) -> Generator[None, object, object]:
         if not self._wants(item):
+            self._last_look = None  # this test's pools are nobody's: look afresh
             return (yield)
-        from ._guard import block as guard_block
+        from ._guard import active_guard
 
         try:
             config, mode = self._test_config(item)
         except ConfigError as error:
             raise pytest.UsageError(f"executor_guard: {error}") from None
-        block = guard_block(config, record_only=mode == "fail")
-        guard = block.__enter__()
-        item.stash[_TEST_GUARD] = _TestGuard(guard, mode)
+        process_guard = active_guard()
+        counts: _Counts
+        if process_guard is None:
+            counts = _OwnBlock(config, mode)
+        else:
+            # The previous test's last look at the same guard is this one's
+            # start: one snapshot fewer per test (each costs one view per site).
+            previous = self._last_look
+            start = previous[1] if previous is not None and previous[0] is process_guard else None
+            counts = _ProcessShare(process_guard, config, start)
+        state = item.stash[_TEST_GUARD] = _TestGuard(counts, mode)
         try:
             return (yield)
         finally:
-            block.__exit__(None, None, None)
-            self._add_to_tally(item, guard)
+            counts.close()
+            self._add_to_tally(item, state)
+            look = counts.last_look() if isinstance(counts, _ProcessShare) else None
+            self._last_look = (process_guard, look) if look is not None else None
 
     def _crossed(self, item: pytest.Item) -> list[dict[str, Any]]:
+        """The sites that crossed this test's threshold and were not reported yet."""
         state = item.stash.get(_TEST_GUARD, None)
-        if state is None or state.mode != "fail":
+        if state is None or not state.checks:
             return []
-        # The registry's counts only (no report, no psutil) after every phase;
-        # a report's text only for a phase that fails.
-        if not any(view["churn"] and not view["ignored"] for view in state.guard.snapshot().sites):
+        # The counts only (no report, no psutil) after every phase; a
+        # report's text only for a phase that fails.
+        if not any(view["churn"] and not view["ignored"] for view in state.counts.views()):
             return []
         return [
             site
-            for site in state.guard.report(process_figures=False).sites
+            for site in state.counts.report().sites
             if "churn" in site["findings"] and (site["file"], site["line"]) not in state.failed
         ]
 
@@ -266,14 +306,19 @@ class _Plugin:
         crossed = self._crossed(item)
         if state is None or not crossed:
             return
+        threshold = state.counts.config.threshold
+        for site in crossed:
+            state.failed.add((site["file"], site["line"]))
+        if state.mode == "warn":  # under a process guard: the warning, after the phase
+            _warn(crossed, f"the {phase} of {item.nodeid}", threshold)
+            return
         from ._report import site_text
 
         lines = [
             f"executor_guard: {_sites(len(crossed))} created pools repeatedly during the "
-            f"{phase} of {item.nodeid} (threshold {state.guard.config.threshold} per test)",
+            f"{phase} of {item.nodeid} (threshold {threshold} per test)",
         ]
         for site in crossed:
-            state.failed.add((site["file"], site["line"]))
             lines.append("")
             lines.extend(site_text(site))
         lines.append("")
@@ -305,9 +350,9 @@ class _Plugin:
 
     # -- the session --------------------------------------------------------------
 
-    def _add_to_tally(self, item: pytest.Item, guard: Any) -> None:
+    def _add_to_tally(self, item: pytest.Item, state: _TestGuard) -> None:
         try:
-            sites = guard.snapshot().sites
+            sites = state.counts.final_views()
         except Exception:  # never break the run over the summary
             return
         for view in sites:
@@ -340,6 +385,10 @@ class _Plugin:
             return
         if self.settings.fail_session and self.churning() and exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        """The environment values the plugin ignored, one line each."""
+        return list(self.settings.notes)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if getattr(self.config, "workeroutput", None) is not None:
@@ -389,24 +438,257 @@ class _XdistController:
                 )
 
 
-class _TestGuard:
-    """The per-test guard and what was already reported for it."""
+class _Counts(Protocol):
+    """One test's pool counts, wherever they are kept (see the module's docstring)."""
 
-    def __init__(self, guard: Any, mode: str) -> None:
-        self.guard = guard
+    config: _config.Config
+
+    def views(self) -> list[dict[str, Any]]:
+        """This test's sites as registry views (raw counts, ``churn``, ``ignored``)."""
+        ...
+
+    def final_views(self) -> list[dict[str, Any]]:
+        """:meth:`views` once the test is over (the last phase's, where they are kept)."""
+        ...
+
+    def report(self) -> Report:
+        """This test's sites as a report (no process figures)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget what this test created so far."""
+        ...
+
+    def close(self) -> None:
+        """The test is over."""
+        ...
+
+
+class _OwnBlock:
+    """Counts in a ``guarded()`` block of the test's own: no other guard is active."""
+
+    def __init__(self, config: _config.Config, mode: str) -> None:
+        from ._guard import block
+
+        # In fail mode the policy only records; the plugin fails the phase.
+        self._block = block(config, record_only=mode == "fail")
+        self._guard = self._block.__enter__()
+        self.config = self._guard.config
+
+    def views(self) -> list[dict[str, Any]]:
+        return self._guard.snapshot().sites
+
+    def final_views(self) -> list[dict[str, Any]]:
+        return self.views()
+
+    def report(self) -> Report:
+        return self._guard.report(process_figures=False)
+
+    def reset(self) -> None:
+        self._guard.reset()
+
+    def close(self) -> None:
+        self._block.__exit__(None, None, None)
+
+
+class _ProcessShare:
+    """Counts read off the process guard: what it recorded since the test began.
+
+    The process guard (launcher, environment, ``install()``) stays active, so
+    its report sees every pool of the test exactly once. This test's numbers
+    are the difference between a snapshot now and one at the test's start;
+    ``churn`` and ``ignored`` are judged by the test's own configuration.
+    Some figures can only be bounded: ``first_at`` is the test's start for a
+    site that existed before it; ``peak_live`` is the process peak if the test
+    raised it, else at most the earlier peak; the stacks are those captured
+    during the test (a site past its first 16 creations is sampled, so a
+    test may have none); and with a ``window`` the test
+    churns if it reached the threshold within the window or at that average
+    rate over the test.
+    """
+
+    def __init__(
+        self, guard: Guard, config: _config.Config, start: Optional[Snapshot] = None
+    ) -> None:
+        from ._guard import _ignore_matcher
+
+        self.config = config
+        self._guard = guard
+        self._ignore = _ignore_matcher(config.ignore)
+        self._before: dict[tuple[str, int, str], dict[str, Any]] = {}
+        self._since = 0.0
+        #: The last snapshot of the process guard and this test's views of it.
+        self._last: Optional[tuple[Snapshot, list[dict[str, Any]]]] = None
+        self._start(start if start is not None else guard.snapshot())
+
+    def _start(self, snapshot: Snapshot) -> None:
+        self._before = {_key(view): view for view in snapshot.sites}
+        self._since = snapshot.elapsed
+        self._last = None
+
+    def reset(self) -> None:
+        self._start(self._guard.snapshot())
+
+    def last_look(self) -> Optional[Snapshot]:
+        """The process guard's last snapshot taken for this test, if any."""
+        return self._last[0] if self._last is not None else None
+
+    def _snapshot(self) -> Snapshot:
+        from ._registry import Snapshot
+
+        now = self._guard.snapshot()
+        views = []
+        for view in now.sites:
+            mine = self._delta(view, self._before.get(_key(view)), now.elapsed)
+            if mine is not None:
+                views.append(mine)
+        views.sort(key=lambda v: (-(v["created"] + v["refused"]), v["file"], v["line"]))
+        # Every slot copied, so fields added to snapshots later carry over.
+        copy = Snapshot.__new__(Snapshot)
+        for name in Snapshot.__slots__:
+            setattr(copy, name, getattr(now, name, None))
+        copy.sites = views
+        self._last = (now, views)
+        return copy
+
+    def _delta(
+        self, now: dict[str, Any], before: Optional[dict[str, Any]], elapsed: float
+    ) -> Optional[dict[str, Any]]:
+        """``now`` minus ``before`` (None: the site is new), or None if the test made none."""
+        view = dict(now)  # fields not subtracted below are the process's, as they are now
+        if before is not None:
+            for name in ("created", "refused", "nowait_pending", "cancel_futures"):
+                view[name] = now[name] - before[name]
+            for name in ("classes", "threads", "max_workers"):
+                view[name] = _minus(now[name], before[name])
+            ended = ("context", "wait", "nowait", "never")
+            shutdown = {mode: now["shutdown"][mode] - before["shutdown"][mode] for mode in ended}
+            shutdown["open"] = max(0, view["created"] - sum(shutdown.values()))
+            view["shutdown"] = {**now["shutdown"], **shutdown}
+            earlier = {frames: count for count, frames in before["stacks"]}
+            stacks = [(count - earlier.get(frames, 0), frames) for count, frames in now["stacks"]]
+            view["stacks"] = sorted(
+                (entry for entry in stacks if entry[0] > 0), key=lambda e: -e[0]
+            )
+            sampling = dict(now["stack_sampling"])
+            for name in ("captured", "dropped"):
+                sampling[name] = now["stack_sampling"][name] - before["stack_sampling"][name]
+            view["stack_sampling"] = sampling
+            view["first_at"] = max(before["last_at"], self._since)
+            if now["peak_live"] <= before["peak_live"]:
+                view["peak_live"] = max(
+                    now["live"], min(before["peak_live"], before["live"] + view["created"])
+                )
+        attempts = view["created"] + view["refused"]
+        if attempts <= 0:
+            return None
+        config = self.config
+        churn = attempts >= config.threshold
+        if churn and config.window is not None:
+            span = elapsed - self._since
+            churn = span <= config.window or attempts * config.window / span >= config.threshold
+        view["churn"] = churn
+        view["ignored"] = self._ignored(view)
+        return view
+
+    def _ignored(self, view: dict[str, Any]) -> bool:
+        from ._guard import _ignored
+
+        module = view.get("module") or ""
+        return self._ignore is not None and _ignored(self._ignore, _key(view), module)
+
+    def views(self) -> list[dict[str, Any]]:
+        return self._snapshot().sites
+
+    def final_views(self) -> list[dict[str, Any]]:
+        # The teardown check has just looked: nothing of the test's ran since.
+        return self._last[1] if self._last is not None else self.views()
+
+    def report(self) -> Report:
+        from ._report import Report, build
+
+        figures: dict[str, Optional[int]] = {"threads": None, "rss_bytes": None, "fds": None}
+        return Report(build(self._snapshot(), self.config, figures, time.time()))
+
+    def close(self) -> None:
+        """Nothing to undo: the process guard was never touched."""
+
+
+def _key(view: dict[str, Any]) -> tuple[str, int, str]:
+    return (view["file"], view["line"], view["function"])
+
+
+def _minus(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """A count table's growth: the entries that grew, by how much."""
+    grown = {key: count - before.get(key, 0) for key, count in now.items()}
+    return {key: count for key, count in grown.items() if count > 0}
+
+
+def _warn(sites: list[dict[str, Any]], during: str, threshold: int) -> None:
+    """``ExecutorChurnWarning`` for each site, at its line (pytest's capture sees them).
+
+    Python ignores ``ResourceWarning`` by default and the process guard may be
+    in another mode than ``warn``, so, as a guard in ``warn`` mode does, a
+    ``default`` entry for our category goes just before the stock ignore
+    entry, where the user's ``-W`` and ``filterwarnings`` entries still win;
+    only while these warnings are issued.
+    """
+    import warnings
+
+    from ._guard import _STOCK_IGNORE, _options_cover_our_warning
+    from .exceptions import ExecutorChurnWarning
+
+    with warnings.catch_warnings():
+        filters: list[Any] = warnings.filters  # type: ignore[assignment]
+        if not _options_cover_our_warning():
+            stock = [i for i, entry in enumerate(filters) if entry == _STOCK_IGNORE]
+            ours = ("default", None, ExecutorChurnWarning, None, 0)
+            filters.insert(stock[-1] if stock else len(filters), ours)
+            # Appending an entry already present changes nothing but makes
+            # the warnings module drop its cached decisions (public API).
+            warnings.filterwarnings("default", category=ExecutorChurnWarning, append=True)
+        for site in sites:
+            classes = ", ".join(sorted(site["classes"])) or "pool"
+            text = (
+                f"{classes} created {site['created']} times at {site['file']}:{site['line']} in "
+                f"{site['function']} during {during} (threshold {threshold} per test); create "
+                "one pool and reuse it instead of one per call"
+            )
+            # A registry of its own: each test's warning shows, not only the first.
+            warnings.warn_explicit(
+                ExecutorChurnWarning(text),
+                ExecutorChurnWarning,
+                site["file"],
+                site["line"],
+                module=site.get("module") or None,
+                registry={},
+            )
+
+
+class _TestGuard:
+    """A guarded test's counts, its plugin mode, and what was already reported for it."""
+
+    def __init__(self, counts: _Counts, mode: str) -> None:
+        self.counts = counts
         self.mode = mode
+        #: Whether the plugin judges each phase: in fail mode; and under a
+        #: process guard, whose policy is the one acting at the constructor,
+        #: in raise (fails the phase) and warn (warns after it) modes too.
+        self.checks = mode == "fail" or (
+            isinstance(counts, _ProcessShare) and mode in ("raise", "warn")
+        )
         self.failed: set[tuple[str, int]] = set()
 
 
 class ExecutorGuardFixture:
     """What the ``executor_guard`` fixture gives a test, in the style of ``caplog``."""
 
-    def __init__(self, guard: Any) -> None:
-        self._guard = guard
+    def __init__(self, counts: _Counts) -> None:
+        self._counts = counts
 
-    def report(self) -> Any:
+    def report(self) -> Report:
         """The report of this test so far (``to_dict()``, ``to_text()``)."""
-        return self._guard.report(process_figures=False)
+        return self._counts.report()
 
     @property
     def sites(self) -> list[dict[str, Any]]:
@@ -437,7 +719,7 @@ class ExecutorGuardFixture:
 
     def clear(self) -> None:
         """Forget what this test recorded so far."""
-        self._guard.reset()
+        self._counts.reset()
 
 
 @pytest.fixture
@@ -446,4 +728,4 @@ def executor_guard(request: pytest.FixtureRequest) -> ExecutorGuardFixture:
     state = request.node.stash.get(_TEST_GUARD, None)
     if state is None:  # pragma: no cover - the protocol wrapper always runs first
         pytest.skip("executor_guard plugin is not active for this item")
-    return ExecutorGuardFixture(state.guard)
+    return ExecutorGuardFixture(state.counts)

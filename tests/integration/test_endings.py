@@ -460,3 +460,14 @@ def test_a_forked_child_that_returns_ends_as_a_child(tmp_path: Path) -> None:
     # One summary (the launcher's), covering the child's pools.
     assert result.stderr.count("pools from") == 1
     assert "12 pools from 1 call site" in result.stderr
+
+
+def test_the_readmes_process_tree_example(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "batches.py"
+    result = guarded("--fail-on", "churn", "--report", "tree.json", str(example), cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    sites = {site["function"]: site for site in read(tmp_path / "tree.json")["sites"]}
+    assert sites["process_item"]["created"] == 24
+    assert sites["process_item"]["findings"] == ["churn"]
+    assert sites["run_batch"]["created"] == 4
+    assert sites["run_batch"]["findings"] == []
