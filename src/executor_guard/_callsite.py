@@ -9,18 +9,26 @@ The call site is the innermost *application* frame. A file is classified once
 (and cached) as:
 
 * ``INTERNAL``: ``concurrent.futures`` and executor_guard itself; always skipped,
-* ``LIBRARY``: the standard library and installed third-party packages,
-* ``APP``: everything else, which is the code the user can change.
+* ``LIBRARY``: the standard library and code an installed distribution owns
+  (site-packages, or its RECORD under any other ``sys.path`` entry, such as a
+  ``pip install --target`` directory),
+* ``APP``: what the ``app`` option names, the package the program was started
+  from (a console script's distribution, ``-m pkg``, a server's app module),
+  and everything no installed distribution owns: the code the user can change.
 
 The *creator* is the innermost frame that is not internal: for a pool made by
 ``tqdm.contrib.concurrent.thread_map`` it is tqdm's line, while the call site is
-the application line that called ``thread_map``.
+the application line that called ``thread_map``. A site is one application line
+and one creator line: the same application line reaching two library lines
+that build pools is two sites.
 """
 
 from __future__ import annotations
 
 import operator
 import os
+import posixpath
+import re
 import sys
 import weakref
 
@@ -29,8 +37,9 @@ from ._state import STATE
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from types import CodeType, FrameType
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable, Optional, Union
 
 APP = 0
 LIBRARY = 1
@@ -39,6 +48,8 @@ INTERNAL = 2
 if TYPE_CHECKING:
     #: A frame as recorded: file as compiled, line number, function name.
     Frame = tuple[str, int, str]
+    #: A site's key: its frame, plus the creator's (file, line) when they differ.
+    SiteKey = Union[tuple[str, int, str], tuple[str, int, str, str, int]]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CACHE_LIMIT = 8192
@@ -67,16 +78,26 @@ def _stdlib_dir() -> str:
     return os.path.dirname(os.path.abspath(os.__file__))
 
 
-def _library_prefixes() -> tuple[str, ...]:
-    """The standard library and site-packages directories, without ``sysconfig``.
+def _stdlib_prefixes() -> tuple[str, ...]:
+    """The standard library's directories, without ``sysconfig``.
 
     ``sysconfig`` takes a module lock (3.12+) that a fork can leave held in the
-    child for ever; ``os.__file__``, the ``sys`` prefixes and ``site`` give the
-    same directories without it.
+    child for ever; ``os.__file__`` and the ``sys`` prefixes give the same
+    directories without it.
     """
+    paths: list[str] = [_stdlib_dir()]
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        for libdir in {getattr(sys, "platlibdir", "lib"), "lib"}:
+            paths.append(os.path.join(prefix, libdir, version))
+    return _dirs(paths)
+
+
+def _site_prefixes() -> tuple[str, ...]:
+    """The site-packages directories (the user's too), from ``site``."""
     import site
 
-    paths: list[str] = [_stdlib_dir()]
+    paths: list[str] = []
     try:
         paths.extend(site.getsitepackages())
     except Exception:  # pragma: no cover - virtualenv's old site.py
@@ -84,10 +105,6 @@ def _library_prefixes() -> tuple[str, ...]:
     user_site = getattr(site, "USER_SITE", None)
     if isinstance(user_site, str):
         paths.append(user_site)
-    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        for libdir in {getattr(sys, "platlibdir", "lib"), "lib"}:
-            paths.append(os.path.join(prefix, libdir, version))
     return _dirs(paths)
 
 
@@ -101,38 +118,379 @@ def _internal_prefixes() -> tuple[str, ...]:
     return _dirs([_PACKAGE_DIR, directory])
 
 
+# -- what installed distributions own -------------------------------------------
+#
+# Read with plain os and io calls rather than importlib.metadata: a sys.path
+# entry first met on the hot path (a script's directory, a zipapp) is read
+# there, maybe in a forked child or a signal handler, where an import (and
+# its lock) must not happen; and the few files needed are read the same way
+# on every Python from 3.9.
+
+#: First path components in a RECORD that are metadata or glue, never code.
+_NOT_CODE = (".dist-info", ".egg-info", ".data", ".pth")
+
+
+def _read(path: str, limit: int = -1) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            return stream.read(limit)
+    except (OSError, ValueError):
+        return None
+
+
+def _record_tops(text: str, record: bool = True, base: str = "") -> set[str]:
+    """The first path components of the files a RECORD (or installed-files.txt) lists.
+
+    Paths leaving the directory (``../../bin/mysvc``) are not on it, and
+    metadata directories and ``.pth`` files are not code.
+    """
+    tops: set[str] = set()
+    for line in text.splitlines():
+        # RECORD is "path,hash,size"; the path itself may hold commas.
+        path = line.rsplit(",", 2)[0] if record else line
+        path = path.strip().strip('"').replace("\\", "/")
+        if base:
+            path = posixpath.normpath(f"{base}/{path}")
+        top = path.split("/", 1)[0]
+        if top and top not in (".", "..", "__pycache__") and not top.endswith(_NOT_CODE):
+            tops.add(top)
+    return tops
+
+
+def _owned(entry: str) -> frozenset[str]:
+    """First path components under the ``sys.path`` entry ``entry`` that distributions own.
+
+    ``entry`` is a prefix ending in a separator. An ``.egg-info`` counts only
+    with the ``installed-files.txt`` an installer writes: without one it is
+    the development metadata setuptools leaves beside a project's own sources
+    (an editable install), and those sources are the user's.
+    """
+    directory = entry.rstrip(os.sep) or os.sep
+    tops: set[str] = set()
+    if os.path.isdir(directory):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return frozenset()
+        for name in names:
+            if name.endswith(".dist-info"):
+                text = _read(os.path.join(directory, name, "RECORD"))
+                if text:
+                    tops |= _record_tops(text)
+            elif name.endswith(".egg-info"):
+                text = _read(os.path.join(directory, name, "installed-files.txt"))
+                if text:
+                    tops |= _record_tops(text, record=False, base=name)
+        return frozenset(tops)
+    # A zip on sys.path (a zipapp, a bundle): read only if zipfile is already
+    # imported, never importing it here.
+    zipfile: Any = sys.modules.get("zipfile")
+    if zipfile is not None and os.path.isfile(directory):
+        try:
+            with zipfile.ZipFile(directory) as archive:
+                for member in archive.namelist():
+                    head, _, tail = member.partition("/")
+                    if head.endswith(".dist-info") and tail == "RECORD":
+                        tops |= _record_tops(archive.read(member).decode("utf-8", "replace"))
+        except Exception:  # not a zip after all, or unreadable: nothing owned
+            return frozenset()
+    return frozenset(tops)
+
+
+def _module_names(tops: Iterable[str]) -> set[str]:
+    """Top-level import names from first path components (``six.py``, ``_x.cpython-313.so``)."""
+    names = set()
+    for top in tops:
+        name = top.split(".", 1)[0]
+        if name.isidentifier() and not name.startswith("__editable__"):
+            names.add(name)
+    return names
+
+
+# -- what the program was started from ---------------------------------------------
+
+#: Servers and task runners that load the application module named on their
+#: command line; their own code is library code.
+SERVERS = frozenset(
+    {
+        "arq",
+        "celery",
+        "daphne",
+        "dramatiq",
+        "faust",
+        "flask",
+        "granian",
+        "gunicorn",
+        "huey",
+        "hypercorn",
+        "quart",
+        "uvicorn",
+        "waitress",
+    }
+)
+#: Tools that run other code (tests, profilers, instrumentation wrappers):
+#: being started from them says nothing about what the application is.
+RUNNERS = frozenset(
+    {
+        "_pytest",
+        "IPython",
+        "coverage",
+        "ddtrace",
+        "debugpy",
+        "executor_guard",
+        "hupper",
+        "ipykernel",
+        "jupyter_core",
+        "memray",
+        "nox",
+        "opentelemetry",
+        "pip",
+        "pydevd",
+        "pyinstrument",
+        "pytest",
+        "scalene",
+        "tox",
+        "viztracer",
+        "watchfiles",
+    }
+)
+#: Options whose value names the application module (celery -A, flask --app).
+_APP_OPTIONS = ("-A", "--app", "-a")
+#: Options whose value is an address, a file or a class, never the application.
+_VALUE_OPTIONS = frozenset(
+    {"-b", "--bind", "--host", "--uds", "-c", "--config", "-k", "--worker-class", "--chdir"}
+)
+_TARGET = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?::[A-Za-z_][\w.]*(?:\(.*\))?)?\Z")
+_WRAPPER_IMPORT = re.compile(r"^from[ \t]+([A-Za-z_][\w.]*)[ \t]+import[ \t]", re.M)
+_LEGACY_WRAPPER = re.compile(r"load_entry_point\(\s*['\"]([A-Za-z0-9_.\-]+)")
+
+
+def served(args: list[str], environ: Optional[Mapping[str, str]] = None) -> frozenset[str]:
+    """Top-level names of the application modules a server's arguments name.
+
+    ``mysvc.wsgi:app`` (gunicorn, uvicorn, hypercorn, granian, waitress),
+    ``-A proj`` / ``--app=proj`` (celery, flask), else the last bare dotted
+    argument (``gunicorn mysvc.wsgi``, ``dramatiq mysvc.tasks``); values of
+    address and config options (``-b localhost:8000``) are skipped.
+    """
+    found: list[str] = []
+    bare: list[str] = []
+    previous = ""
+    for arg in args:
+        if previous in _APP_OPTIONS:
+            found.append(arg)
+        elif arg.startswith("--app="):
+            found.append(arg[len("--app=") :])
+        elif arg.startswith("-A") and len(arg) > 2 and not arg.startswith("--"):
+            found.append(arg[2:])
+        elif not arg.startswith("-") and previous not in _VALUE_OPTIONS and _TARGET.match(arg):
+            (found if ":" in arg else bare).append(arg)
+        previous = arg
+    if not found:
+        flask_app = (os.environ if environ is None else environ).get("FLASK_APP")
+        found = [flask_app] if flask_app else bare[-1:]
+    return frozenset(
+        value.partition(":")[0].partition(".")[0] for value in found if _TARGET.match(value)
+    )
+
+
+def wrapper_target(path: str) -> tuple[Optional[str], Optional[str]]:
+    """``(module, distribution)`` a console-script wrapper at ``path`` runs, else Nones.
+
+    pip, uv and distlib write ``from mysvc.cli import main``; old setuptools
+    wrappers call ``load_entry_point('mysvc==0.1', ...)``, naming the
+    distribution. A ``.py`` file is a script, not a wrapper.
+    """
+    if path.endswith((".py", ".pyw", ".pyc")) and not path.endswith("-script.py"):
+        return None, None
+    text = _read(path, 4096)
+    if not text or not text.startswith("#!"):
+        return None, None
+    legacy = _LEGACY_WRAPPER.search(text)
+    if legacy is not None:
+        return None, legacy.group(1)
+    imported = _WRAPPER_IMPORT.search(text)
+    return (imported.group(1) if imported is not None else None), None
+
+
+def _declares(text: str, script: str) -> bool:
+    """Whether an ``entry_points.txt`` declares the console (or GUI) script ``script``."""
+    section = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line.strip("[]").strip()
+        elif section in ("console_scripts", "gui_scripts") and "=" in line:
+            name = line.split("=", 1)[0].strip()
+            if name == script:
+                return True
+    return False
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def script_distribution(
+    script: Optional[str], distribution: Optional[str], entries: Iterable[str]
+) -> set[str]:
+    """Top-level names of the distribution behind a console script, from its RECORD.
+
+    Found by the script's name in the distributions' ``entry_points.txt``, or
+    by ``distribution`` (a legacy wrapper's); empty when none is found.
+    """
+    wanted = _normal(distribution) if distribution else None
+    for entry in entries:
+        directory = entry.rstrip(os.sep) or os.sep
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith(".dist-info"):
+                continue
+            info = os.path.join(directory, name)
+            if wanted is not None:
+                if _normal(name[: -len(".dist-info")].split("-", 1)[0]) != wanted:
+                    continue
+            else:
+                text = _read(os.path.join(info, "entry_points.txt"))
+                if not text or script is None or script not in text or not _declares(text, script):
+                    continue
+            record = _read(os.path.join(info, "RECORD"))
+            return _module_names(_record_tops(record)) if record else set()
+    return set()
+
+
+def start_names(
+    module: Optional[str], file: Optional[str], argv: list[str], entries: Iterable[str]
+) -> frozenset[str]:
+    """Top-level names of the package the program was started from (application code).
+
+    ``module`` is ``__main__``'s spec name (``python -m``), ``file`` its file
+    (a script or a console-script wrapper). A server's is the module it was
+    told to load; a runner's (pytest, coverage) is nothing; a plain script's
+    is nothing either (no distribution owns it: it is application code anyway).
+    """
+    distribution = None
+    if module is not None:
+        top = module.partition(".")[0]
+    elif file is not None:
+        wrapped, distribution = wrapper_target(file)
+        if wrapped is None and distribution is None:
+            return frozenset()
+        top = (wrapped or "").partition(".")[0]
+    else:
+        return frozenset()
+    if top in SERVERS:
+        return served(argv[1:])
+    if top in RUNNERS:
+        return frozenset()
+    if module is not None:
+        return frozenset({top})
+    script = os.path.basename(file or "")
+    for suffix in ("-script.py", "-script.pyw", ".exe"):
+        if script.endswith(suffix):
+            script = script[: -len(suffix)]
+    names = script_distribution(script, distribution, entries)
+    if top:
+        names.add(top)
+    return frozenset(names - RUNNERS - SERVERS)
+
+
+# -- the classifier ----------------------------------------------------------------
+
+
+def _app_matchers(
+    patterns: tuple[str, ...],
+) -> tuple[Optional[re.Pattern[str]], Optional[re.Pattern[str]]]:
+    """``(path matcher, module-name matcher)`` for the ``app`` option's patterns.
+
+    A pattern with a path separator or a file extension is a path glob (a
+    relative one is taken from the working directory; one without wildcards
+    is that file or directory and everything under it); anything else is an
+    import name pattern (``mysvc``: the package and its submodules, since
+    every enclosing package name is matched too; ``mysvc.*``: its modules).
+    """
+    import fnmatch
+
+    paths: list[str] = []
+    names: list[str] = []
+    for pattern in patterns:
+        if "/" in pattern or os.sep in pattern or pattern.endswith((".py", ".pyz", ".zip")):
+            glob = pattern if pattern.startswith("*") else os.path.abspath(pattern)
+            translated = fnmatch.translate(glob)
+            if not any(c in pattern for c in "*?["):
+                translated = f"(?:{re.escape(glob.rstrip(os.sep))}(?:{re.escape(os.sep)}.*)?\\Z)"
+            paths.append(translated)
+        else:
+            names.append(fnmatch.translate(pattern))
+    path_re = re.compile("|".join(f"(?:{p})" for p in paths)) if paths else None
+    name_re = re.compile("|".join(f"(?:{n})" for n in names)) if names else None
+    return path_re, name_re
+
+
 class Classifier:
     """Classify source files as APP, LIBRARY or INTERNAL, caching by file name.
 
-    The prefixes are computed once; the cache is a plain dict read on the hot
+    In order: ``concurrent.futures`` and executor_guard are INTERNAL; files
+    the ``app`` patterns name are APP; the standard library is LIBRARY; the
+    package the program was started from is APP; site-packages is LIBRARY;
+    under any other ``sys.path`` entry, what a distribution installed there
+    owns (its RECORD) is LIBRARY; everything else, which no installed
+    distribution owns, is APP: the code the user can change.
+
+    The directory prefixes and the distributions of the ``sys.path`` entries
+    present now are read here, at install, in the installing thread; an entry
+    that appears later is read (plain file reads, no import, no lock) the first
+    time a file under it is classified. The package the program was started
+    from is resolved at the first classification after ``__main__`` is known
+    (at start-up it is not yet). The cache is a plain dict read on the hot
     path and cleared when it grows past a bound (generated code can have a
-    file name per function).
+    file name per function) or when the start package becomes known.
     """
 
     def __init__(
         self,
         library: Optional[tuple[str, ...]] = None,
         internal: Optional[tuple[str, ...]] = None,
+        app: tuple[str, ...] = (),
+        site: Optional[tuple[str, ...]] = None,
     ) -> None:
         # Computed now, in the installing thread: computed lazily, at the first
         # pool creation, they could run in a child forked mid-computation.
-        self._library = _library_prefixes() if library is None else library
+        self._library = _stdlib_prefixes() if library is None else library
+        self._site = _site_prefixes() if site is None else site
         self._internal = _internal_prefixes() if internal is None else internal
+        self.app = tuple(app)
+        self._app_paths, self._app_names = _app_matchers(self.app)
         self.cache: dict[str, int] = {}
+        #: sys.path entry as written -> its absolute prefix (ending in a separator).
+        self._entries: dict[str, str] = {}
+        #: prefix -> first path components that distributions installed there own.
+        self._owned: dict[str, frozenset[str]] = {}
+        self._start: frozenset[str] = frozenset()
+        #: Whether the start package is still to be resolved, and what __main__
+        #: looked like when that was last tried.
+        self._pending = True
+        self._seen: tuple[Any, Any] = (None, None)
+        for entry in self._path_prefixes():
+            self._owned_by(entry)
 
     @property
     def library(self) -> tuple[str, ...]:
-        """Directory prefixes of the standard library and installed packages."""
-        if self._library is None:
-            self._library = _library_prefixes()
-        return self._library
+        """Directory prefixes of the standard library and of site-packages."""
+        return self._library + self._site
 
     @property
     def internal(self) -> tuple[str, ...]:
         """Directory prefixes of concurrent.futures and executor_guard."""
-        if self._internal is None:
-            self._internal = _internal_prefixes()
         return self._internal
+
+    @property
+    def start(self) -> frozenset[str]:
+        """Top-level names of the package the program was started from (once known)."""
+        return self._start
 
     def __call__(self, filename: str) -> int:
         kind = self.cache.get(filename)
@@ -153,14 +511,98 @@ class Classifier:
                 return INTERNAL
             return LIBRARY if filename.startswith("<frozen") else APP
         path = os.path.abspath(filename) if not os.path.isabs(filename) else filename
-        if path.startswith(self.internal):
+        if path.startswith(self._internal):
             return INTERNAL
-        if path.startswith(self.library):
-            return LIBRARY
+        if self._pending:
+            self._resolve_start()
+        located = self._entry_of(path)
+        names = _candidates(located[1]) if located is not None else ()
+        if self._app_paths is not None and self._app_paths.match(path):
+            return APP
+        if self._app_names is not None and any(self._app_names.match(n) for n in names):
+            return APP
         parts = path.split(os.sep)
-        if "site-packages" in parts or "dist-packages" in parts:
+        in_site = (
+            path.startswith(self._site) or "site-packages" in parts or "dist-packages" in parts
+        )
+        if not in_site and path.startswith(self._library):
+            return LIBRARY
+        if names and names[0] in self._start:
+            return APP
+        if in_site:
+            return LIBRARY
+        if located is not None and located[1][0] in self._owned_by(located[0]):
             return LIBRARY
         return APP
+
+    # -- sys.path entries and their distributions ------------------------------
+
+    def _prefix(self, entry: str) -> str:
+        prefix = self._entries.get(entry)
+        if prefix is None:
+            prefix = os.path.abspath(entry or os.curdir).rstrip(os.sep) + os.sep
+            self._entries[entry] = prefix
+        return prefix
+
+    def _path_prefixes(self) -> list[str]:
+        # A copy: the program may change sys.path while it is read.
+        return [self._prefix(entry) for entry in list(sys.path) if isinstance(entry, str)]
+
+    def _entry_of(self, path: str) -> Optional[tuple[str, list[str]]]:
+        """``(entry prefix, path components under it)`` for the innermost entry holding ``path``."""
+        best = ""
+        for prefix in self._path_prefixes():
+            if len(prefix) > len(best) and path.startswith(prefix):
+                best = prefix
+        if not best:
+            return None
+        return best, path[len(best) :].split(os.sep)
+
+    def _owned_by(self, prefix: str) -> frozenset[str]:
+        owned = self._owned.get(prefix)
+        if owned is None:
+            # Marked first: a re-entrant call (a signal handler's pool while
+            # this reads) finds the entry owning nothing instead of recursing.
+            self._owned[prefix] = frozenset()
+            in_site = prefix.startswith(self._site) or prefix.startswith(self._library)
+            owned = frozenset() if in_site else _owned(prefix)
+            self._owned[prefix] = owned
+        return owned
+
+    def _resolve_start(self) -> None:
+        """Find the start package once ``__main__`` says what was started."""
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        module = getattr(spec, "name", None)
+        file = getattr(main, "__file__", None)
+        module = module if isinstance(module, str) else None
+        file = file if isinstance(file, str) else None
+        if (module, file) == self._seen:
+            return
+        self._seen = (module, file)
+        if module is None and file is None:
+            return  # start-up, -c or the REPL: nothing started from a file yet
+        if module is not None and module.partition(".")[0] == "executor_guard":
+            return  # the launcher, before it runs its target
+        if module is None and file is not None:
+            wrapped = wrapper_target(file)[0]
+            if wrapped is not None and wrapped.partition(".")[0] == "executor_guard":
+                return  # the launcher's console script, before it runs its target
+        self._pending = False
+        names = start_names(module, file, list(sys.argv), self._path_prefixes())
+        if names:
+            self._start = names
+            self.cache.clear()
+
+
+def _candidates(parts: list[str]) -> tuple[str, ...]:
+    """The dotted names a file under a sys.path entry answers to, outermost first.
+
+    ``mysvc/api/views.py`` -> ``mysvc``, ``mysvc.api``, ``mysvc.api.views``;
+    ``mysvc/__init__.py`` -> ``mysvc``, ``mysvc.__init__``.
+    """
+    names = [*parts[:-1], parts[-1].split(".", 1)[0]]
+    return tuple(".".join(names[: i + 1]) for i in range(len(names)))
 
 
 def locate(
@@ -226,17 +668,25 @@ def stack(
 _TYPE_CACHE_LIMIT = 1024
 
 
+#: How many ``app`` settings keep a classifier of their own.
+_CLASSIFIER_LIMIT = 16
+
+
 class _Caches:
-    """The classifier and the per-class constructor codes: caches, emptied on reset."""
+    """The classifiers and the per-class constructor codes: caches, emptied on reset."""
 
     def __init__(self) -> None:
+        #: The classifier the last guard took: the report's, for marking frames.
         self.classifier: Optional[Classifier] = None
+        #: One classifier per ``app`` setting (each guard's configuration has one).
+        self.classifiers: dict[tuple[str, ...], Classifier] = {}
         #: id(class) -> (weak reference to the class, its constructor code ids).
         #: Keyed by id so that a class made at run time is not kept alive.
         self.init_codes: dict[int, tuple[Any, Optional[frozenset[int]]]] = {}
 
     def reset(self) -> None:
         self.classifier = None
+        self.classifiers.clear()
         self.init_codes.clear()
 
     def after_fork(self) -> None:
@@ -247,11 +697,21 @@ CACHES = _Caches()
 STATE.register("caches", CACHES)
 
 
-def classifier() -> Classifier:
-    """The process's classifier, created on first use (by the first guard)."""
-    found = CACHES.classifier
+def classifier(app: Optional[tuple[str, ...]] = None) -> Classifier:
+    """The process's classifier for the ``app`` patterns, created on first use (by a guard).
+
+    Without ``app``: the one the last guard took (or the default one).
+    """
+    if app is None:
+        found = CACHES.classifier
+        return found if found is not None else classifier(())
+    classifiers = CACHES.classifiers
+    found = classifiers.get(app)
     if found is None:
-        found = CACHES.classifier = Classifier()
+        if len(classifiers) >= _CLASSIFIER_LIMIT:
+            classifiers.clear()
+        found = classifiers[app] = Classifier(app=app)
+    CACHES.classifier = found
     return found
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from types import FrameType, TracebackType
     from typing import Any, Optional
 
-    from ._callsite import Frame
+    from ._callsite import Frame, SiteKey
     from ._registry import Site
     from ._report import Report
 
@@ -64,7 +64,7 @@ _GUARDS = _Guards()
 STATE.register("guards", _GUARDS)
 
 
-def _ignore_matcher(patterns: tuple[str, ...]) -> Optional[re.Pattern[str]]:
+def ignore_matcher(patterns: tuple[str, ...]) -> Optional[re.Pattern[str]]:
     """One regular expression for every ``ignore`` glob (compiled at install, not per pool)."""
     if not patterns:
         return None
@@ -99,10 +99,10 @@ class Guard:
         self.config = config
         self.policy = policy if policy is not None else Policy(config)
         self.own_policy = policy is None
-        self.kind_of = _callsite.classifier()
+        self.kind_of = _callsite.classifier(config.app)
         self.kinds = self.kind_of.cache
         self.depth = config.stack_depth
-        self.ignore = _ignore_matcher(config.ignore)
+        self.ignore = ignore_matcher(config.ignore)
         self.registry = _registry.Registry()
         self.sites = self.registry.sites
         #: The hooks' one-entry cache: (code, instruction, site) of the last
@@ -110,15 +110,24 @@ class Guard:
         self.last: tuple[Any, int, Any] = (None, -1, None)
 
     def new_site(
-        self, key: Frame, site_frame: FrameType, creator_frame: FrameType, at: float
+        self, key: SiteKey, site_frame: FrameType, creator_frame: FrameType, at: float
     ) -> Optional[Site]:
-        """The hooks met ``key`` for the first time: make its site (None past the cap)."""
+        """The hooks met ``key`` for the first time: make its site (None past the cap).
+
+        ``key`` is the site frame's ``(file, line, function)``, followed by the
+        creator's ``(file, line)`` when a library line built the pool.
+        """
         module = site_frame.f_globals.get("__name__", "")
         if not isinstance(module, str):
             module = ""
-        creator = key if creator_frame is site_frame else _callsite.describe(creator_frame)
-        ignored = self.ignore is not None and _ignored(self.ignore, key, module)
-        return self.registry.site(key, creator, module, ignored, at, self.policy.configure_site)
+        frame: Frame = (key[0], key[1], key[2])
+        creator = frame if creator_frame is site_frame else _callsite.describe(creator_frame)
+        # With no application frame on the stack the site is the creator.
+        app_frame = frame if self.kind_of(frame[0]) == _callsite.APP else None
+        ignored = self.ignore is not None and matches_ignore(self.ignore, frame, module)
+        return self.registry.site(
+            key, creator, module, ignored, at, self.policy.configure_site, app_frame=app_frame
+        )
 
     # -- reporting ----------------------------------------------------------
 
@@ -150,12 +159,17 @@ class Guard:
 
     def _reconfigure(self, config: _config.Config) -> None:
         self.config = config
+        if config.app != self.kind_of.app:
+            # Sites already made keep their identity; new creations use the new patterns.
+            self.kind_of = _callsite.classifier(config.app)
+            self.kinds = self.kind_of.cache
+            self.last = (None, -1, None)
         self.depth = config.stack_depth
-        self.ignore = _ignore_matcher(config.ignore)
+        self.ignore = ignore_matcher(config.ignore)
         if self.own_policy:
             self.policy = Policy(config)
         for site in list(self.sites.values()):
-            site.ignored = self.ignore is not None and _ignored(
+            site.ignored = self.ignore is not None and matches_ignore(
                 self.ignore, (site.file, site.line, site.function), site.module
             )
             self.policy.configure_site(site)
@@ -166,7 +180,7 @@ class Guard:
         return f"<executor_guard.Guard {active} mode={config.mode} threshold={config.threshold}>"
 
 
-def _ignored(matcher: re.Pattern[str], key: Frame, module: str) -> bool:
+def matches_ignore(matcher: re.Pattern[str], key: Frame, module: str) -> bool:
     file, line, function = key
     candidates = (f"{file}:{line}", file, f"{module}.{function}", os.path.basename(file))
     return any(matcher.match(candidate) for candidate in candidates)
@@ -174,7 +188,7 @@ def _ignored(matcher: re.Pattern[str], key: Frame, module: str) -> bool:
 
 # -- warnings filter ---------------------------------------------------------
 
-_STOCK_IGNORE = ("ignore", None, ResourceWarning, None, 0)
+STOCK_IGNORE = ("ignore", None, ResourceWarning, None, 0)
 
 
 def _add_warning_filter() -> None:
@@ -189,13 +203,13 @@ def _add_warning_filter() -> None:
 
     entry = ("default", None, ExecutorChurnWarning, None, 0)
     filters: list[Any] = warnings.filters  # type: ignore[assignment]
-    if entry in filters or _options_cover_our_warning():
+    if entry in filters or options_cover_our_warning():
         return
     # The stock entry is the last one equal to it: a user's own
     # "-W ignore::ResourceWarning" looks the same but comes first.
     index = len(filters)
     for position in range(len(filters) - 1, -1, -1):
-        if filters[position] == _STOCK_IGNORE:
+        if filters[position] == STOCK_IGNORE:
             index = position
             break
     filters.insert(index, entry)
@@ -205,7 +219,7 @@ def _add_warning_filter() -> None:
     _GUARDS.filter_added = entry
 
 
-def _options_cover_our_warning() -> bool:
+def options_cover_our_warning() -> bool:
     """Whether a ``-W`` / ``PYTHONWARNINGS`` entry already decides our warning's fate.
 
     Python merges a user's ``ignore::ResourceWarning`` with its identical stock

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any, Optional
 
+    from ._callsite import SiteKey
     from ._guard import Guard
     from ._registry import Record
 
@@ -157,6 +158,7 @@ EXIT_BODY = """
     return original({call})
 """
 
+
 def _eg_wait(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``wait`` from a shutdown whose signature is not mirrored (``*args, **kwargs``)."""
     return args[0] if args else kwargs.get("wait", True)
@@ -257,11 +259,14 @@ def _site(guard: Guard, cls: type, frame: Optional[FrameType]) -> Any:
         if creator is None or site_frame is None:
             return None
     code = site_frame.f_code
-    key = (
+    key: SiteKey = (
         code.co_filename,
         site_frame.f_lineno,
         code.co_qualname if _QUALNAME else code.co_name,  # type: ignore[attr-defined]
     )
+    if creator is not site_frame:
+        # Two library lines reached from one application line are two sites.
+        key = (*key, creator.f_code.co_filename, creator.f_lineno)
     site = guard.sites.get(key)
     if site is None:
         site = guard.new_site(key, site_frame, creator, _clock())
@@ -298,9 +303,7 @@ def _record(
         else:
             # A race between threads only captures one stack more or less.
             site.next_sample = (
-                attempt + 1
-                if attempt < STACK_FIRST
-                else (attempt // STACK_EVERY + 1) * STACK_EVERY
+                attempt + 1 if attempt < STACK_FIRST else (attempt // STACK_EVERY + 1) * STACK_EVERY
             )
             record.extra = (stack(creator, depth, guard.kind_of), None)
     return record

@@ -72,6 +72,7 @@ STATE.register("patches", PATCHES)
 _CO_VARARGS = 0x04
 _CO_VARKEYWORDS = 0x08
 
+
 def _signature(code: Any, function: Any) -> Optional[tuple[list[str], str, dict[str, Any]]]:
     """Parameters text, call text and default bindings that mirror ``function``.
 

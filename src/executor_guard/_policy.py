@@ -280,7 +280,6 @@ class Policy:
             site.due = NEVER  # warn (and record-only) act once per site
         return Crossing(site, attempt, False, first) if first else None
 
-
     def act(self, crossing: Crossing, frame: Optional[FrameType]) -> None:
         """Warn, log or raise for ``crossing``; ``frame`` is the call site's frame.
 

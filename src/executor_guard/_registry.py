@@ -50,7 +50,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
-    from ._callsite import Frame
+    from ._callsite import Frame, SiteKey
 
 #: Every creation at a site has its stack captured until the site has this many.
 STACK_FIRST = 16
@@ -155,6 +155,7 @@ class Site:
     """
 
     __slots__ = (
+        "app_frame",
         "attempts",
         "cancel_futures",
         "captured",
@@ -196,11 +197,21 @@ class Site:
     )
 
     def __init__(
-        self, registry: Registry, key: Frame, creator: Frame, module: str, ignored: bool, at: float
+        self,
+        registry: Registry,
+        key: SiteKey,
+        creator: Frame,
+        module: str,
+        ignored: bool,
+        at: float,
+        app_frame: Optional[Frame] = None,
     ) -> None:
         self.registry = registry
-        self.file, self.line, self.function = key
+        self.file, self.line, self.function = key[0], key[1], key[2]
         self.creator = creator
+        #: The application frame the site is, or None when no frame on the
+        #: stack was application code (the site is then the creator).
+        self.app_frame = app_frame
         self.module = module
         self.ignored = ignored
         #: Numbers every attempt (atomically: ``next()`` on it is one C call).
@@ -527,9 +538,7 @@ def refused(site: Site, at: float) -> None:
     submit((_REFUSED, site, at))
 
 
-def new_record(
-    pool: object, site: Site, at: float, thread: str, cls: str, workers: Any
-) -> Record:
+def new_record(pool: object, site: Site, at: float, thread: str, cls: str, workers: Any) -> Record:
     """A record for ``pool``, findable by its shutdown; counted once queued."""
     # The callback is the queue's own append: C code, so a pool collected
     # anywhere (inside the collector, in a finalizer) runs none of our Python
@@ -618,6 +627,15 @@ def end_with(
 # -- the registry: sites of one guard ----------------------------------------------
 
 
+def _cwd() -> Optional[str]:
+    import os
+
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed under us
+        return None
+
+
 class Registry:
     """The call sites seen by one guard."""
 
@@ -627,20 +645,24 @@ class Registry:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
-        self.sites: dict[Frame, Site] = {}
+        self.sites: dict[SiteKey, Site] = {}
         self.started = clock()
         self.started_wall = wall()
+        #: The working directory when guarding began: reports show paths relative
+        #: to it, wherever the program moves afterwards.
+        self.started_cwd = _cwd()
         self.overflow = 0
         self.peak_threads = 0
 
     def site(
         self,
-        key: Frame,
+        key: SiteKey,
         creator: Frame,
         module: str,
         ignored: bool,
         at: float,
         configure: Callable[[Site], None],
+        app_frame: Optional[Frame] = None,
     ) -> Optional[Site]:
         """The site for ``key``, made now if new; None once :data:`MAX_SITES` are kept.
 
@@ -653,7 +675,7 @@ class Registry:
         if len(sites) >= MAX_SITES:
             submit((_OVERFLOW, self, at))
             return None
-        site = Site(self, key, creator, module, ignored, at)
+        site = Site(self, key, creator, module, ignored, at, app_frame)
         configure(site)
         # setdefault: two threads racing to add a site agree on one.
         return sites.setdefault(key, site)
@@ -786,6 +808,7 @@ def view(
         "function": site.function,
         "module": site.module,
         "creator": site.creator,
+        "app_frame": site.app_frame,
         "classes": dict(site.classes),
         "created": site.created,
         "refused": site.refused,
@@ -831,12 +854,13 @@ def _folded_copy(site: Site) -> Site:
 class Snapshot:
     """Everything a report needs, copied out of one registry at one moment."""
 
-    __slots__ = ("elapsed", "overflow", "peak_threads", "sites", "started_wall")
+    __slots__ = ("elapsed", "overflow", "peak_threads", "sites", "started_cwd", "started_wall")
 
     def __init__(self, registry: Registry, sites: list[dict[str, Any]], elapsed: float) -> None:
         self.sites = sites
         self.elapsed = elapsed
         self.started_wall = registry.started_wall
+        self.started_cwd = registry.started_cwd
         self.overflow = registry.overflow
         self.peak_threads = registry.peak_threads
 

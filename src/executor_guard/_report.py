@@ -19,7 +19,7 @@ from typing import Any, Optional
 from ._callsite import APP, classifier
 from ._config import Config
 from ._registry import MAX_SITES, Snapshot
-from ._schema import FINDINGS, SHUTDOWN_MODES, SITE_FIELDS, findings, rate_per_min
+from ._schema import FINDINGS, SHUTDOWN_MODES, SITE_FIELDS, findings, rate_per_min, site_key
 from ._version import __version__
 from .exceptions import ExecutorGuardError
 
@@ -59,6 +59,9 @@ def _frame(frame: tuple[str, int, str]) -> dict[str, Any]:
 _WRITERS: dict[str, Any] = {
     "file": _abs,
     "creator": lambda frame: {"file": _abs(frame[0]), "line": frame[1], "function": frame[2]},
+    "app_frame": lambda frame: (
+        None if frame is None else {"file": _abs(frame[0]), "line": frame[1], "function": frame[2]}
+    ),
     "first_at": lambda t: round(t, 6),
     "last_at": lambda t: round(t, 6),
     "stacks": lambda stacks: [
@@ -98,6 +101,7 @@ def build(
             "pid": os.getpid(),
             "argv": list(sys.argv),
             "python": ".".join(str(part) for part in sys.version_info[:3]),
+            "cwd": snapshot.started_cwd,
             "started_at": _iso(snapshot.started_wall),
             "reported_at": _iso(now),
             "threads": threads,
@@ -192,11 +196,20 @@ class Report:
 # -- text ----------------------------------------------------------------
 
 
+#: The directory paths are shown relative to while a report renders (its
+#: process's working directory at start); None: today's working directory.
+_root: list[Optional[str]] = [None]
+
+
 def short_path(path: str) -> str:
-    """``path`` relative to the working directory when it lies below it."""
+    """``path`` relative to the working directory when it lies below it.
+
+    While a report renders, that is the directory its process started in, so
+    a program that changed directory does not change how its paths read.
+    """
     try:
-        relative = os.path.relpath(path)
-    except ValueError:
+        relative = os.path.relpath(path, _root[0] or os.curdir)
+    except (ValueError, OSError):
         return path
     return relative if not relative.startswith("..") else path
 
@@ -340,6 +353,15 @@ def site_text(site: dict[str, Any]) -> list[str]:
 
 def render_text(data: dict[str, Any], *, limit: int = 10) -> str:
     """The text summary of a report dict."""
+    previous = _root[0]
+    _root[0] = (data.get("process") or {}).get("cwd") or None
+    try:
+        return _render_text(data, limit)
+    finally:
+        _root[0] = previous
+
+
+def _render_text(data: dict[str, Any], limit: int) -> str:
     totals = data["totals"]
     config = data.get("config", {})
     sites = data["sites"]
@@ -475,10 +497,10 @@ def merge(reports: Sequence[Report]) -> Report:
     if len(reports) == 1:
         return reports[0]
     datas = [r.to_dict() for r in reports]
-    merged: dict[tuple[str, int, str], dict[str, Any]] = {}
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for data in datas:
         for site in data["sites"]:
-            key = (site["file"], site["line"], site["function"])
+            key = site_key(site)
             into = merged.get(key)
             if into is None:
                 site["processes"] = 1
@@ -489,9 +511,23 @@ def merge(reports: Sequence[Report]) -> Report:
                 name = field.name
                 if name in site:
                     into[name] = field.merge(into[name], site[name]) if name in into else site[name]
+    first_config = datas[0]["config"]
+    threshold, window = first_config.get("threshold"), first_config.get("window")
     for site in merged.values():
         if "last_at" in site and "first_at" in site:
             site["rate_per_min"] = rate_per_min(site)
+        # One line that built the threshold's worth of pools across the processes
+        # of one run churns, though no process alone did. With a window, the
+        # processes' clocks cannot be compared: each process's own verdict stands.
+        attempts = site["created"] + site.get("refused", 0)
+        if (
+            window is None
+            and isinstance(threshold, int)
+            and attempts >= threshold
+            and not site.get("ignored")
+            and "churn" not in site["findings"]
+        ):
+            site["findings"] = ["churn", *site["findings"]]
     sites = sorted(
         merged.values(), key=lambda s: (-(s["created"] + s.get("refused", 0)), s["file"], s["line"])
     )

@@ -179,8 +179,8 @@ class Field:
 
 
 #: Every per-site field, in the order the JSON report writes them and the text
-#: summary its lines. ``file``, ``line`` and ``function`` identify a site
-#: (merging is by those three).
+#: summary its lines. ``file``, ``line`` and ``function`` identify a site,
+#: with ``creator`` when it is another line (merging is by :func:`site_key`).
 SITE_FIELDS: tuple[Field, ...] = (
     Field("file", _STR, _first, required=True),
     Field("line", _INT, _first, required=True),
@@ -201,11 +201,24 @@ SITE_FIELDS: tuple[Field, ...] = (
     Field("threads", _table, _add_tables, default=dict),
     Field("max_workers", _table, _add_tables, default=dict),
     Field("creator", _frame, _first),
+    # The application frame the site is; None when the stack held no
+    # application code (the site is then the creator, a library line).
+    Field("app_frame", _optional(_frame), _first, default=lambda: None),
     Field("findings", _findings, _union_findings, required=True),
     Field("ignored", _is(bool, "a boolean"), _any, default=bool),
     Field("stacks", _stacks, _merge_stacks, default=list),
     Field("stack_sampling", _table, _add_tables, default=dict),
 )
+
+
+def site_key(site: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies a site across reports: its frame and, when another line, its creator."""
+    creator = site.get("creator") or {}
+    where = (creator.get("file"), creator.get("line"))
+    if where == (site["file"], site["line"]):
+        where = (None, None)
+    return (site["file"], site["line"], site["function"], *where)
+
 
 #: Fields a view holds that the JSON report does not (they become ``findings``).
 VIEW_ONLY = ("churn",)

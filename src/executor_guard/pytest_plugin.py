@@ -209,8 +209,8 @@ class _Plugin:
             self.settings = _Settings(config)
         except ConfigError as error:
             raise pytest.UsageError(f"executor_guard: {error}") from None
-        #: (file, line, function) -> {"created", "tests": {nodeid: n}, "site": first site dict}
-        self.tally: dict[tuple[str, int, str], dict[str, Any]] = {}
+        #: site key (see _key) -> {"created", "tests": {nodeid: n}, "site": first site dict}
+        self.tally: dict[tuple[Any, ...], dict[str, Any]] = {}
         #: The process guard and its last snapshot, taken at the end of the previous test.
         self._last_look: Optional[tuple[Any, Snapshot]] = None
 
@@ -359,15 +359,17 @@ class _Plugin:
             if view["ignored"]:
                 continue
             site = {"file": view["file"], "line": view["line"], "function": view["function"]}
-            self.add_site(site, item.nodeid, view["created"])
+            self.add_site(site, item.nodeid, view["created"], _key(view))
 
-    def add_site(self, site: dict[str, Any], nodeid: str, created: int) -> None:
-        key = (site["file"], site["line"], site["function"])
+    def add_site(
+        self, site: dict[str, Any], nodeid: str, created: int, key: tuple[Any, ...]
+    ) -> None:
+        key = tuple(key)
         entry = self.tally.setdefault(key, {"created": 0, "tests": {}, "site": site})
         entry["created"] += created
         entry["tests"][nodeid] = entry["tests"].get(nodeid, 0) + created
 
-    def churning(self) -> list[tuple[tuple[str, int, str], dict[str, Any]]]:
+    def churning(self) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         """Sites whose pools, counted over the whole session, reach the threshold."""
         found = [
             (key, entry)
@@ -400,7 +402,8 @@ class _Plugin:
 
         write = terminalreporter.write_line
         terminalreporter.section("executor_guard: call sites that churn across tests", sep="=")
-        for (file, line, function), entry in churning:
+        for key, entry in churning:
+            file, line, function = key[:3]
             tests = entry["tests"]
             write(
                 f"{short_path(file)}:{line} in {function}: {entry['created']} pools over "
@@ -435,6 +438,7 @@ class _XdistController:
                     {"file": key[0], "line": key[1], "function": key[2], **entry["site"]},
                     nodeid,
                     count,
+                    key,
                 )
 
 
@@ -510,11 +514,11 @@ class _ProcessShare:
     def __init__(
         self, guard: Guard, config: _config.Config, start: Optional[Snapshot] = None
     ) -> None:
-        from ._guard import _ignore_matcher
+        from ._guard import ignore_matcher
 
         self.config = config
         self._guard = guard
-        self._ignore = _ignore_matcher(config.ignore)
+        self._ignore = ignore_matcher(config.ignore)
         self._before: dict[tuple[str, int, str], dict[str, Any]] = {}
         self._since = 0.0
         #: The last snapshot of the process guard and this test's views of it.
@@ -592,10 +596,10 @@ class _ProcessShare:
         return view
 
     def _ignored(self, view: dict[str, Any]) -> bool:
-        from ._guard import _ignored
+        from ._guard import matches_ignore
 
         module = view.get("module") or ""
-        return self._ignore is not None and _ignored(self._ignore, _key(view), module)
+        return self._ignore is not None and matches_ignore(self._ignore, _frame(view), module)
 
     def views(self) -> list[dict[str, Any]]:
         return self._snapshot().sites
@@ -614,8 +618,18 @@ class _ProcessShare:
         """Nothing to undo: the process guard was never touched."""
 
 
-def _key(view: dict[str, Any]) -> tuple[str, int, str]:
+def _frame(view: dict[str, Any]) -> tuple[str, int, str]:
+    """The site's own frame: what ``ignore`` patterns match."""
     return (view["file"], view["line"], view["function"])
+
+
+def _key(view: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies a site: its frame and, when another line built the pools, that line."""
+    creator = view.get("creator")
+    where: tuple[Any, Any] = (None, None)
+    if creator and (creator[0], creator[1]) != (view["file"], view["line"]):
+        where = (creator[0], creator[1])
+    return (view["file"], view["line"], view["function"], *where)
 
 
 def _minus(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -635,13 +649,13 @@ def _warn(sites: list[dict[str, Any]], during: str, threshold: int) -> None:
     """
     import warnings
 
-    from ._guard import _STOCK_IGNORE, _options_cover_our_warning
+    from ._guard import STOCK_IGNORE, options_cover_our_warning
     from .exceptions import ExecutorChurnWarning
 
     with warnings.catch_warnings():
         filters: list[Any] = warnings.filters  # type: ignore[assignment]
-        if not _options_cover_our_warning():
-            stock = [i for i, entry in enumerate(filters) if entry == _STOCK_IGNORE]
+        if not options_cover_our_warning():
+            stock = [i for i, entry in enumerate(filters) if entry == STOCK_IGNORE]
             ours = ("default", None, ExecutorChurnWarning, None, 0)
             filters.insert(stock[-1] if stock else len(filters), ours)
             # Appending an entry already present changes nothing but makes

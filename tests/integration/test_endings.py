@@ -419,6 +419,10 @@ def test_a_program_that_cannot_start_gets_pythons_line_and_no_summary(
     if target == ["bad.py"] and sys.version_info[:2] == (3, 10):
         # 3.10's tokenizer names the line after the bad byte; ours names the right one.
         assert actual.stderr.startswith("SyntaxError: Non-UTF-8 code starting with '\\xff'")
+    elif target == ["syntax.py"] and sys.version_info < (3, 10):
+        # 3.9's parser places an error at the end of a file differently for a file
+        # and for a string (what a launcher can compile): the error itself is the same.
+        assert actual.stderr.splitlines()[-1] == expected.stderr.splitlines()[-1]
     else:
         assert actual.stderr == expected.stderr
     assert "pools from" not in actual.stderr
