@@ -174,13 +174,31 @@ def _split(arguments: list[str]) -> tuple[list[str], bool, Optional[str], list[s
             if index + 1 >= len(arguments):
                 raise _Usage("argument -m: expected one argument")
             return arguments[:index], True, arguments[index + 1], arguments[index + 2 :]
-        if argument.startswith("-m") and not argument.startswith("--"):
-            return arguments[:index], True, argument[2:], arguments[index + 1 :]
+        cluster = _short_cluster(argument)
+        if cluster is not None:  # -qm MODULE, -qmMODULE: as python reads -qm
+            flags, module = cluster
+            head = [*arguments[:index], *flags]
+            if module:
+                return head, True, module, arguments[index + 1 :]
+            if index + 1 >= len(arguments):
+                raise _Usage("argument -m: expected one argument")
+            return head, True, arguments[index + 1], arguments[index + 2 :]
         if argument.startswith("-") and argument != "-":
             index += 2 if argument in takes_value else 1
             continue
         return arguments[:index], False, argument, arguments[index + 1 :]
     return arguments, False, None, []
+
+
+def _short_cluster(argument: str) -> Optional[tuple[list[str], str]]:
+    """``(our switches, module)`` for ``-mMODULE`` or a cluster such as ``-qm``, else None."""
+    if not argument.startswith("-") or argument.startswith("--"):
+        return None
+    letters = argument[1:]
+    position = letters.find("m")
+    if position < 0 or any(letter not in "qh" for letter in letters[:position]):
+        return None
+    return [f"-{letter}" for letter in letters[:position]], letters[position + 1 :]
 
 
 class _Usage(Exception):
@@ -359,12 +377,16 @@ def _set_path0(directory: str) -> None:
         sys.path.insert(0, directory)
 
 
-def _strip_launcher_frames(tb: Optional[types.TracebackType]) -> Optional[types.TracebackType]:
+def _strip_launcher_frames(
+    tb: Optional[types.TracebackType], *, keep_runpy: bool = False
+) -> Optional[types.TracebackType]:
     """Drop the traceback entries before the program's own, so it reads as under ``python``.
 
     The leading entries are the launcher's: whatever called it (runpy, a
     console script's wrapper), this package, runpy running the target. The
-    program's first frame is the first one after ours that is not runpy's.
+    program's first frame is the first one after ours that is not runpy's;
+    with ``keep_runpy`` (``-m``, whose tracebacks under ``python`` show
+    runpy running the module) the first one after ours.
     """
     import runpy
 
@@ -378,7 +400,7 @@ def _strip_launcher_frames(tb: Optional[types.TracebackType]) -> Optional[types.
         is_runpy = name.startswith("<frozen runpy") or os.path.abspath(name) == runpy_file
         if is_ours:
             seen_ours = True
-        elif seen_ours and not is_runpy:
+        elif seen_ours and (keep_runpy or not is_runpy):
             return tb
         tb = tb.tb_next
     return start if not seen_ours else None
@@ -389,7 +411,8 @@ def _exit_status(code: object) -> int:
     if code is None:
         return 0
     if isinstance(code, int):
-        return code & 0xFF
+        # CPython exits with -1 (255) for a status that does not fit a C long.
+        return code & 0xFF if -(2**63) <= code < 2**63 else 0xFF
     try:
         sys.stderr.write(f"{code}\n")
     except Exception:
@@ -397,12 +420,12 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def _print_tracebacks_from_the_program() -> None:
+def _print_tracebacks_from_the_program(keep_runpy: bool) -> None:
     """Have the interpreter's report of an uncaught exception start in the program."""
     previous = sys.excepthook
 
     def excepthook(kind: Any, value: BaseException, tb: Optional[types.TracebackType]) -> None:
-        tb = _strip_launcher_frames(tb)
+        tb = _strip_launcher_frames(tb, keep_runpy=keep_runpy)
         previous(kind, value.with_traceback(tb), tb)
 
     sys.excepthook = excepthook
@@ -419,7 +442,6 @@ class _Run:
         from ._guard import install
 
         self.options = options
-        self.pid = os.getpid()
         config = _config.from_environ(os.environ)
         given = options_given(options, _config.OPTIONS)
         config = config.replace(**given)
@@ -433,6 +455,13 @@ class _Run:
                     f"{config.report_path!r} ({reason})",
                 )
             config = config.replace(report_path=_exit.resolve_report_path(config.report_path))
+        if config.dump_signal == "SIGTERM":
+            source = "--dump-signal" if "dump_signal" in given else _config.ENV["dump_signal"]
+            raise _NotStarted(
+                EXIT_USAGE,
+                f"{PROG}: error: {source}: SIGTERM ends the program under the launcher, which "
+                "writes the report then; choose another signal (USR1, USR2)",
+            )
         import tempfile
 
         #: A spool of an enclosing launcher: our merged report goes there too.
@@ -470,10 +499,14 @@ class _Run:
         """Print the summary and write the report of the whole tree; map --fail-on."""
         import shutil
 
+        from . import _exit
         from ._diagnostics import internal_error
 
         try:
             return self._finish(status)
+        except KeyboardInterrupt:  # Ctrl-C while reporting: the program's status stands
+            _exit.write_stderr("executor_guard: interrupted while making the report\n")
+            return status
         except Exception as exc:
             internal_error("making the report at exit", exc)
             return status
@@ -482,11 +515,14 @@ class _Run:
 
     def _finish(self, status: int) -> int:
         from . import _exit
-        from ._diagnostics import say
         from ._report import ReportFileError, load, merge
 
         options, guard = self.options, self.guard
-        fail_on = options.fail_on if status == 0 else "never"
+        fail_on = options.fail_on if status & 0xFF == 0 else "never"
+
+        def say(message: str) -> None:
+            _exit.write_stderr(f"executor_guard: {message}\n")
+
         children = _exit.spooled(self.spool)
         path = guard.config.report_path
         if options.quiet and not path and fail_on == "never" and not self.outer_spool:
@@ -508,8 +544,7 @@ class _Run:
             _exit.spool_report(tree, self.outer_spool)
         if not options.quiet:
             try:
-                sys.stderr.write(tree.to_text())
-                sys.stderr.flush()
+                _exit.write_stderr(tree.to_text())
             except Exception:
                 pass
         if fail_on != "never":
@@ -522,6 +557,12 @@ class _Run:
                 )
                 return EXIT_FINDINGS
         return status
+
+
+def _refuse(refused: _NotStarted) -> int:
+    if refused.line:
+        sys.stderr.write(refused.line + "\n")
+    return refused.status
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -539,36 +580,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = parser.parse_args(ours)
     if target is None:
         parser.error("the following arguments are required: SCRIPT|MODULE")
-    run: Optional[_Run] = None
     try:
         runner = None if is_module else _prepare_script(target)
         run = _Run(options)
-        if is_module:
-            _find_module(target)
     except ConfigError as error:
         sys.stderr.write(f"{PROG}: error: {error}\n")
         return EXIT_USAGE
     except _NotStarted as refused:
-        if run is not None:
-            run.discard()
-        if refused.line:
-            sys.stderr.write(refused.line + "\n")
-        return refused.status
+        return _refuse(refused)
 
     pending: Optional[BaseException] = None
     status = 0
     try:
         if runner is None:
+            # Finding the module imports its packages: the program has started.
+            _find_module(target)
             _run_module(target, args)
         else:
             runner(args)
+    except _NotStarted as refused:
+        run.discard()
+        return _refuse(refused)
     except SystemExit as exc:
         status = _exit_status(exc.code)
     except KeyboardInterrupt as exc:
         pending = exc
         status = 130
     except BaseException as exc:
-        tb = _strip_launcher_frames(exc.__traceback__)
+        tb = _strip_launcher_frames(exc.__traceback__, keep_runpy=is_module)
         try:
             sys.excepthook(type(exc), exc.with_traceback(tb), tb)
         except Exception:
@@ -579,12 +618,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stdout.flush()
         except Exception:
             pass
-    if os.getpid() != run.pid:
-        # A child forked by the program came back here: it ends as a child.
-        return _exit.finish(status)
+    # A child forked by the program that came back here ends as a child: the
+    # launcher's ending is its own process's only (finish knows by the pid).
     status = _exit.finish(status)
     if pending is not None:
         # End the way the interpreter ends on an uncaught Ctrl-C, traceback included.
-        _print_tracebacks_from_the_program()
+        _print_tracebacks_from_the_program(is_module)
         raise pending
     return status

@@ -31,6 +31,7 @@ The guard is reached only through ``active_guard()``, ``guard.config`` and
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
 
@@ -123,12 +124,14 @@ def check_report_path(configured: str) -> Optional[str]:
 class _Process:
     """What this process has decided about its ending; a forked child starts afresh."""
 
-    __slots__ = ("finisher", "pid", "reported", "taken_over")
+    __slots__ = ("finisher", "pid", "reported", "signalled", "taken_over")
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.reported = False
         self.taken_over = False
+        #: Ending on a signal: output must not block (see :func:`write_stderr`).
+        self.signalled = False
         #: The launcher's ending (summary, report, --fail-on): status -> status.
         self.finisher: Optional[Callable[[int], int]] = None
 
@@ -140,10 +143,12 @@ class _Anchor:
 class _Service:
     """The at-exit registration, made once per interpreter (a forked child inherits it)."""
 
-    __slots__ = ("anchor", "os_exit", "process", "registered")
+    __slots__ = ("anchor", "os_exit", "pid", "process", "registered")
 
     def __init__(self) -> None:
         self.registered = False
+        #: The process that registered (a forked child has another pid).
+        self.pid = os.getpid()
         self.process = _Process()
         #: While it lives, fork workers arm their finalizer; dropped, it unarms.
         self.anchor: Optional[_Anchor] = None
@@ -179,6 +184,7 @@ def report_at_exit() -> None:
 
     atexit.register(_at_exit)
     _service.registered = True
+    _service.pid = os.getpid()
     _service.anchor = _Anchor()
     _wrap_os_exit()
     from . import _patch
@@ -199,11 +205,12 @@ def take_over(finisher: Optional[Callable[[int], int]] = None) -> None:
     process.finisher = finisher
 
 
-def finish(status: int) -> int:
+def finish(status: int, *, figures: bool = True) -> int:
     """End this process's guarding once: its finisher, else the at-exit writer.
 
     Returns the status the process should exit with (a finisher may turn 0
     into the ``--fail-on`` status). Called again, it changes nothing.
+    ``figures=False`` leaves psutil's process figures out of the report.
     """
     process = _this_process()
     finisher = process.finisher
@@ -212,7 +219,7 @@ def finish(status: int) -> int:
         process.reported = True
         return finisher(status)
     if not process.taken_over:
-        _at_exit()
+        _at_exit(figures=figures)
     return status
 
 
@@ -222,17 +229,38 @@ def _wrap_os_exit() -> None:
         return
     original = os._exit
 
-    def _exit(status: int) -> Any:
+    def _exit(*args: Any, **kwargs: Any) -> Any:
         try:
-            status = finish(status)
-        except BaseException:  # the exit happens whatever happens to us
-            pass
-        return original(status)
+            (status,) = args or (kwargs["status"],)
+            number = operator.index(status)
+        except Exception:
+            return original(*args, **kwargs)  # the original's own TypeError
+        if len(args) + len(kwargs) == 1:
+            try:
+                if _service.pid == os.getpid():
+                    number = finish(number)
+                elif _imports_done():  # a forked child: nothing may be imported now
+                    number = finish(number, figures="psutil" in sys.modules)
+            except BaseException:  # the exit happens whatever happens to us
+                pass
+        return original(number)
 
     _exit.__doc__ = original.__doc__
     _exit.__wrapped__ = original  # type: ignore[attr-defined]
     _service.os_exit = (original, _exit)
     os._exit = _exit
+
+
+def _imports_done() -> bool:
+    """Whether a report can be made without importing anything.
+
+    In a forked child another thread of the parent may have held an import
+    lock at the fork, for ever now: ``os._exit`` there must not import.
+    """
+    return all(
+        name in sys.modules
+        for name in ("json", "tempfile", "executor_guard._report", "executor_guard._process")
+    )
 
 
 def _unwrap_os_exit() -> None:
@@ -261,7 +289,7 @@ def _arm_worker(_: object) -> None:
     util.Finalize(None, _at_exit, exitpriority=-100)
 
 
-def _at_exit() -> None:
+def _at_exit(figures: bool = True) -> None:
     """The at-exit writer: once per process, unless the process took its report over."""
     process = _this_process()
     if process.reported or process.taken_over or not _service.registered:
@@ -280,7 +308,7 @@ def _at_exit() -> None:
         if not guard.snapshot().sites and os.environ.get(OWNER_ENV) != str(os.getpid()):
             # A worker or helper process that built no pool leaves no file behind.
             return
-        report = guard.report()
+        report = guard.report(process_figures=figures)
     except Exception as exc:
         _say(f"could not make the report at exit: {exc}")
         return
@@ -336,7 +364,7 @@ def _internal_error(where: str, exc: BaseException) -> None:
 class _Signals:
     """Our signal handlers, the host's handler behind each, and the functions we replaced."""
 
-    __slots__ = ("actions", "handlers", "host", "originals", "replacements")
+    __slots__ = ("actions", "handlers", "honour_ignore", "host", "originals", "replacements")
 
     def __init__(self) -> None:
         #: signal number -> what we run on it
@@ -348,6 +376,9 @@ class _Signals:
         #: (signal.signal, signal.getsignal) as found, while ours replace them
         self.originals: Optional[tuple[Any, Any]] = None
         self.replacements: Optional[tuple[Any, Any]] = None
+        #: Signals whose ignoring by the host is carried out for real (SIGTERM):
+        #: an ignored disposition is what exec() passes on to children.
+        self.honour_ignore: set[int] = set()
 
 
 _signals = _Signals()
@@ -406,7 +437,10 @@ def _replace_signal_functions(real_signal: Any, real_getsignal: Any) -> None:
         handler = _signals.handlers.get(sig) if isinstance(sig, int) else None
         if handler is None or not (callable(action) or action in (signal.SIG_DFL, signal.SIG_IGN)):
             return real_signal(sig, action)  # not ours, or refused as the host's call would be
-        real_signal(sig, handler)  # raises where the host's own call would
+        if action is signal.SIG_IGN and int(sig) in _signals.honour_ignore:
+            real_signal(sig, action)  # ignored for real; ours comes back with the next
+        else:
+            real_signal(sig, handler)  # raises where the host's own call would
         previous = _signals.host[int(sig)]
         _signals.host[int(sig)] = action
         return previous
@@ -488,7 +522,13 @@ def report_on_sigterm() -> bool:
     """
     import signal
 
-    return add_handler(int(signal.SIGTERM), _on_sigterm)
+    signum = int(signal.SIGTERM)
+    _signals.honour_ignore.add(signum)
+    if not add_handler(signum, _on_sigterm):
+        return False
+    if _signals.host.get(signum) is signal.SIG_IGN and _signals.originals is not None:
+        _signals.originals[0](signum, signal.SIG_IGN)  # started with SIGTERM ignored: keep it
+    return True
 
 
 def _on_sigterm(signum: int) -> None:
@@ -497,6 +537,14 @@ def _on_sigterm(signum: int) -> None:
     host = _signals.host.get(signum)
     if host is not signal.SIG_DFL and host is not None:
         return  # the host's handler (or SIG_IGN) decides; chained by our handler
+    real_signal = _signals.originals[0] if _signals.originals is not None else signal.signal
+    try:
+        # A second SIGTERM while we finish ends the process at once, as it would.
+        real_signal(signum, signal.SIG_DFL)
+    except Exception:
+        pass
+    process = _this_process()
+    process.signalled = True
     try:
         finish(128 + signum)
     except BaseException:  # the process ends whatever happens to us
@@ -504,15 +552,39 @@ def _on_sigterm(signum: int) -> None:
     _die_of(signum)
 
 
+def write_stderr(text: str) -> None:
+    """Write ``text`` to stderr; while ending on a signal, never block on a full pipe.
+
+    A signal handler runs between two bytecodes of whatever the program was
+    doing, possibly writing to that same stream: Python's buffered stderr is
+    bypassed then, and each chunk waits at most a second for the descriptor.
+    """
+    if not _this_process().signalled:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        return
+    import select
+
+    data = text.encode("utf-8", "replace")
+    try:
+        fd = sys.stderr.fileno() if sys.stderr is not None else 2
+    except Exception:
+        fd = 2
+    while data:
+        try:
+            _, writable, _ = select.select([], [fd], [], 1.0)
+            if not writable:
+                return  # nobody reads: the process must still end
+            written = os.write(fd, data[:4096])
+        except (OSError, ValueError):
+            return
+        data = data[written:]
+
+
 def _die_of(signum: int) -> None:
     """End the process by ``signum`` with the default disposition, as the kernel would."""
     import signal
 
-    try:
-        if sys.stderr is not None:
-            sys.stderr.flush()
-    except Exception:
-        pass
     real_signal = _signals.originals[0] if _signals.originals is not None else signal.signal
     try:
         real_signal(signum, signal.SIG_DFL)
@@ -564,9 +636,16 @@ def after_fork_in_child() -> None:
     """In a forked child: its ending is its own (not reported, not taken over).
 
     The at-exit registration, the worker arming and our signal handlers are
-    inherited with the interpreter and stay valid.
+    inherited with the interpreter and stay valid, except the SIGTERM
+    report: a child (a pool worker) gets the host's default back, so that
+    ``terminate()`` ends it at once even inside a long C call.
     """
     _service.process = _Process()
+    import signal
+
+    signum = int(signal.SIGTERM)
+    if signum in _signals.handlers and _signals.host.get(signum) is signal.SIG_DFL:
+        remove_handler(signum)
 
 
 def reset() -> None:
@@ -578,6 +657,7 @@ def reset() -> None:
 
         atexit.unregister(_at_exit)
     _unwrap_os_exit()
+    _signals.honour_ignore.clear()
     # Dropping the anchor drops its entry in multiprocessing's weak registry.
     _service.registered = False
     _service.anchor = None

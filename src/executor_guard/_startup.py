@@ -108,6 +108,9 @@ def _activate(environ: Mapping[str, str]) -> Optional[Guard]:
             config = config.replace(report_path=None)
         else:
             config = config.replace(report_path=_exit.resolve_report_path(config.report_path))
+            if environ is os.environ and config.report_path is not None:
+                # Children that start elsewhere write where this process was asked to.
+                os.environ[_config.ENV["report_path"]] = config.report_path
     guard = install(**config.options())
     if config.report_path is not None:
         _exit.claim_report_path()

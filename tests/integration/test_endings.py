@@ -475,3 +475,184 @@ def test_the_readmes_process_tree_example(tmp_path: Path) -> None:
     assert sites["process_item"]["findings"] == ["churn"]
     assert sites["run_batch"]["created"] == 4
     assert sites["run_batch"]["findings"] == []
+
+
+# -- found in review: signals, os._exit's arguments, odd command lines ---------------------
+
+
+def _caught_signals(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return int(line.split()[1], 16)
+    raise AssertionError("no SigCgt line")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc")
+def test_an_ignored_sigterm_is_what_children_inherit(tmp_path: Path) -> None:
+    write(
+        tmp_path / "app.py",
+        """
+        import signal, subprocess
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.run(["sh", "-c", "kill -TERM $$; echo alive"], capture_output=True)
+        print(child.returncode, child.stdout.decode().strip())
+        """,
+    )
+    expected = plain("app.py", cwd=tmp_path)
+    actual = guarded("-q", "app.py", cwd=tmp_path)
+    assert expected.stdout == "0 alive\n"
+    assert actual.stdout == expected.stdout
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc")
+def test_forked_workers_get_the_default_sigterm_back(tmp_path: Path) -> None:
+    # A worker busy in C code must die at terminate(), not after its call returns.
+    write(
+        tmp_path / "app.py",
+        """
+        import multiprocessing, os, signal
+        def caught(_):
+            for line in open(f"/proc/{os.getpid()}/status"):
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+        if __name__ == "__main__":
+            with multiprocessing.get_context("fork").Pool(1) as pool:
+                print("worker catches SIGTERM:", pool.map(caught, [0])[0])
+            print("launcher catches SIGTERM:", caught(0))
+        """,
+    )
+    actual = guarded("-q", "app.py", cwd=tmp_path)
+    assert actual.returncode == 0, actual.stderr
+    assert actual.stdout == "worker catches SIGTERM: False\nlauncher catches SIGTERM: True\n"
+
+
+def test_sigterm_never_waits_on_a_stderr_nobody_reads(tmp_path: Path) -> None:
+    write(
+        tmp_path / "app.py",
+        CHILD
+        + """
+    import os, sys, time
+    os.write(2, b"x" * 200000)  # blocks once the pipe is full: nobody reads it
+    """,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "executor_guard", "--report", "r.json", "app.py"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not _blocked_writing(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    try:
+        # Generous: this detects a hang, it does not time anything.
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        assert process.stderr is not None
+        process.stderr.close()
+    assert process.returncode == -signal.SIGTERM
+    assert read(tmp_path / "r.json")["totals"]["pools"] == 12
+
+
+def _blocked_writing(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+    return stat.split(") ")[1].startswith("S") and "pipe" in wchan
+
+
+def test_os_exit_with_bad_arguments_raises_as_the_original_and_reports_nothing(
+    tmp_path: Path,
+) -> None:
+    write(
+        tmp_path / "app.py",
+        """
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+        for _ in range(3):
+            ThreadPoolExecutor(1).shutdown()
+        for bad in [("x",), (3.0,), (), (None,)]:
+            try:
+                os._exit(*bad)
+            except TypeError as error:
+                print(type(error).__name__, error)
+        for _ in range(3):
+            ThreadPoolExecutor(1).shutdown()
+        os._exit(status=4)
+        """,
+    )
+    expected = plain("app.py", cwd=tmp_path)
+    actual = guarded("-q", "--report", "r.json", "app.py", cwd=tmp_path)
+    assert actual.returncode == expected.returncode == 4
+    assert actual.stdout == expected.stdout
+    assert read(tmp_path / "r.json")["totals"]["pools"] == 6
+
+
+def test_fail_on_sees_an_os_exit_status_as_the_parent_will(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", OS_EXIT)
+    result = guarded("-q", "--fail-on", "churn", "app.py", "256", cwd=tmp_path)
+    assert result.returncode == 3  # 256 is status 0 to the parent
+
+
+def test_a_short_cluster_with_m_runs_the_module(tmp_path: Path) -> None:
+    write(tmp_path / "tool.py", "import sys\nprint(sys.argv[1:])\n")
+    actual = guarded("-qm", "tool", "x", cwd=tmp_path)
+    assert actual.returncode == 0, actual.stderr
+    assert actual.stdout == "['x']\n"
+    assert actual.stderr == ""
+
+
+@pytest.mark.parametrize("init", ["1/0", "import sys; sys.exit(3)"])
+def test_a_package_that_fails_on_import_under_dash_m_reads_as_under_python(
+    tmp_path: Path, init: str
+) -> None:
+    write(tmp_path / "pkg" / "__init__.py", init + "\n")
+    write(tmp_path / "pkg" / "mod.py", "print('never')\n")
+    expected = plain("-m", "pkg.mod", cwd=tmp_path)
+    (tmp_path / "tmp").mkdir()
+    actual = guarded("-q", "-m", "pkg.mod", cwd=tmp_path, env={"TMPDIR": str(tmp_path / "tmp")})
+    assert actual.returncode == expected.returncode != 0
+    assert list((tmp_path / "tmp").iterdir()) == []  # no spool left behind
+    # The package's own frames and the error as under python; runpy's lookup
+    # frames above them may differ by one.
+    assert actual.stderr.splitlines()[-3:] == expected.stderr.splitlines()[-3:]
+    assert "executor_guard" not in actual.stderr
+
+
+def test_an_error_in_a_dash_m_module_shows_the_same_traceback(tmp_path: Path) -> None:
+    write(tmp_path / "pkg" / "__init__.py", "")
+    write(tmp_path / "pkg" / "mod.py", "def main():\n    raise ValueError('no')\nmain()\n")
+    expected = plain("-m", "pkg.mod", cwd=tmp_path)
+    actual = guarded("-q", "-m", "pkg.mod", cwd=tmp_path)
+    assert actual.returncode == expected.returncode == 1
+    assert actual.stderr == expected.stderr
+
+
+def test_sigterm_cannot_be_the_dump_signal_under_the_launcher(tmp_path: Path) -> None:
+    write(tmp_path / "app.py", "print('ran')\n")
+    result = guarded("--dump-signal", "TERM", "app.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("executor-guard: error: --dump-signal: SIGTERM ends")
+
+
+def test_children_started_elsewhere_write_where_the_parent_was_asked(tmp_path: Path) -> None:
+    write(tmp_path / "sub" / "child.py", CHILD)
+    write(
+        tmp_path / "app.py",
+        """
+        import subprocess, sys
+        subprocess.run([sys.executable, "child.py"], cwd="sub", check=True)
+        """,
+    )
+    (tmp_path / "out").mkdir()
+    env = {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_REPORT": "out/r.json"}
+    result = run([sys.executable, "app.py"], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert "cannot write" not in result.stderr
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(files) == 2, files  # the parent's r.json, the child's r-PID.json
