@@ -271,6 +271,8 @@ def _prepare_script(path: str) -> Any:
     a missing file, a directory or zip file without ``__main__``, a script
     that does not decode or does not compile (its traceback is printed here).
     """
+    if path == "-":
+        return _run_stdin
     absolute = _absolute(path)
     if not os.path.exists(absolute):
         raise _NotStarted(
@@ -281,6 +283,8 @@ def _prepare_script(path: str) -> Any:
         if not _has_main(absolute):
             raise _NotStarted(1, f"{sys.executable}: can't find '__main__' module in {absolute!r}")
         return lambda args: _run_path(path, absolute, args)
+    if absolute.endswith(".pyc"):  # compiled: runpy reads it as python does
+        return lambda args: _run_path(path, absolute, args, path0=os.path.dirname(absolute))
     try:
         code = _script_code(path, absolute)
     except SyntaxError as error:
@@ -289,6 +293,19 @@ def _prepare_script(path: str) -> Any:
         sys.stderr.write("".join(traceback.format_exception_only(type(error), error)))
         raise _NotStarted(1, "") from None
     return lambda args: _run_code(path, absolute, code, args)
+
+
+def _run_stdin(args: list[str]) -> None:
+    """Run the program read from standard input, as ``python -`` does."""
+    source = sys.stdin.read()
+    code = compile(source, "<stdin>", "exec", dont_inherit=True)
+    _set_path0("")
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__builtins__=sys.modules["builtins"], __spec__=None)
+    main.__package__ = None
+    sys.modules["__main__"] = main
+    sys.argv = ["-", *args]
+    exec(code, main.__dict__)
 
 
 def _has_main(path: str) -> bool:
@@ -306,11 +323,11 @@ def _has_main(path: str) -> bool:
     return bool(names & {"__main__.py", "__main__.pyc"})
 
 
-def _run_path(path: str, absolute: str, args: list[str]) -> None:
-    """Run a directory or zip file with a ``__main__`` module, as ``python`` would."""
+def _run_path(path: str, absolute: str, args: list[str], path0: Optional[str] = None) -> None:
+    """Run a directory or zip file with a ``__main__``, or a ``.pyc``, as ``python`` would."""
     import runpy
 
-    _set_path0(absolute)
+    _set_path0(absolute if path0 is None else path0)
     sys.argv = [path, *args]
     runpy.run_path(absolute, run_name="__main__")
 

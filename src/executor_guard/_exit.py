@@ -143,7 +143,7 @@ class _Anchor:
 class _Service:
     """The at-exit registration, made once per interpreter (a forked child inherits it)."""
 
-    __slots__ = ("anchor", "os_exit", "pid", "process", "registered")
+    __slots__ = ("anchor", "pid", "process", "registered", "wrapped")
 
     def __init__(self) -> None:
         self.registered = False
@@ -152,8 +152,8 @@ class _Service:
         self.process = _Process()
         #: While it lives, fork workers arm their finalizer; dropped, it unarms.
         self.anchor: Optional[_Anchor] = None
-        #: (the original os._exit, ours) while ours is installed.
-        self.os_exit: Optional[tuple[Any, Any]] = None
+        #: os function name -> (the original, ours) while ours is installed.
+        self.wrapped: dict[str, tuple[Any, Any]] = {}
 
 
 _service = _Service()
@@ -186,7 +186,7 @@ def report_at_exit() -> None:
     _service.registered = True
     _service.pid = os.getpid()
     _service.anchor = _Anchor()
-    _wrap_os_exit()
+    _wrap_os_functions()
     from . import _patch
 
     _patch.when_imported("multiprocessing.util", _arm_after_fork)
@@ -223,32 +223,61 @@ def finish(status: int, *, figures: bool = True) -> int:
     return status
 
 
-def _wrap_os_exit() -> None:
-    """Make ``os._exit`` end our guarding first (a program, a forked child leaving by it)."""
-    if _service.os_exit is not None:
+def _wrap_os_functions() -> None:
+    """Make ``os._exit`` and ``os.exec*`` end our guarding first.
+
+    A program (or a forked child) that leaves through ``os._exit``, or
+    replaces itself with ``os.execv``/``os.execve`` (which the other
+    ``exec*`` functions call), skips ``atexit``: its report is written first.
+    """
+    if _service.wrapped:
         return
-    original = os._exit
+    original_exit = os._exit
 
     def _exit(*args: Any, **kwargs: Any) -> Any:
         try:
             (status,) = args or (kwargs["status"],)
             number = operator.index(status)
         except Exception:
-            return original(*args, **kwargs)  # the original's own TypeError
+            return original_exit(*args, **kwargs)  # the original's own TypeError
         if len(args) + len(kwargs) == 1:
-            try:
-                if _service.pid == os.getpid():
-                    number = finish(number)
-                elif _imports_done():  # a forked child: nothing may be imported now
-                    number = finish(number, figures="psutil" in sys.modules)
-            except BaseException:  # the exit happens whatever happens to us
-                pass
-        return original(number)
+            number = _end_before_leaving(number)
+        return original_exit(number)
 
-    _exit.__doc__ = original.__doc__
-    _exit.__wrapped__ = original  # type: ignore[attr-defined]
-    _service.os_exit = (original, _exit)
-    os._exit = _exit
+    _wrap("_exit", _exit, original_exit)
+    for name in ("execv", "execve"):
+        original = getattr(os, name, None)
+        if original is not None:
+            _wrap(name, _exec_wrapper(original), original)
+
+
+def _exec_wrapper(original: Any) -> Any:
+    def exec_function(*args: Any, **kwargs: Any) -> Any:
+        # No status: the new program's will be the process's (-1 is no --fail-on).
+        _end_before_leaving(-1)
+        return original(*args, **kwargs)
+
+    return exec_function
+
+
+def _wrap(name: str, ours: Any, original: Any) -> None:
+    ours.__name__ = original.__name__
+    ours.__doc__ = original.__doc__
+    ours.__wrapped__ = original
+    _service.wrapped[name] = (original, ours)
+    setattr(os, name, ours)
+
+
+def _end_before_leaving(status: int) -> int:
+    """Finish before the process leaves without ``atexit``; the status to leave with."""
+    try:
+        if _service.pid == os.getpid():
+            return finish(status)
+        if _imports_done():  # a forked child: nothing may be imported now
+            return finish(status, figures="psutil" in sys.modules)
+    except BaseException:  # the process leaves whatever happens to us
+        pass
+    return status
 
 
 def _imports_done() -> bool:
@@ -263,18 +292,17 @@ def _imports_done() -> bool:
     )
 
 
-def _unwrap_os_exit() -> None:
-    if _service.os_exit is None:
-        return
-    original, ours = _service.os_exit
-    if os._exit is ours:
-        os._exit = original
-    _service.os_exit = None
+def _unwrap_os_functions() -> None:
+    for name, (original, ours) in _service.wrapped.items():
+        if getattr(os, name, None) is ours:
+            setattr(os, name, original)
+    _service.wrapped.clear()
 
 
 def real_os_exit(status: int) -> None:
     """Leave at once, without our ending (it has run)."""
-    exit_now = _service.os_exit[0] if _service.os_exit is not None else os._exit
+    entry = _service.wrapped.get("_exit")
+    exit_now = entry[0] if entry is not None else os._exit
     exit_now(status)
 
 
@@ -656,7 +684,7 @@ def reset() -> None:
         import atexit
 
         atexit.unregister(_at_exit)
-    _unwrap_os_exit()
+    _unwrap_os_functions()
     _signals.honour_ignore.clear()
     # Dropping the anchor drops its entry in multiprocessing's weak registry.
     _service.registered = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import py_compile
 import signal
 import subprocess
 import sys
@@ -656,3 +657,44 @@ def test_children_started_elsewhere_write_where_the_parent_was_asked(tmp_path: P
     assert "cannot write" not in result.stderr
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(files) == 2, files  # the parent's r.json, the child's r-PID.json
+
+
+def test_exec_writes_the_report_of_the_pools_before_it(tmp_path: Path) -> None:
+    write(
+        tmp_path / "app.py",
+        CHILD
+        + """
+    import os, sys
+    os.execv(sys.executable, [sys.executable, "-c", "print('replaced')"])
+    """,
+    )
+    (tmp_path / "tmp").mkdir()
+    result = guarded(
+        "--report", "r.json", "app.py", cwd=tmp_path, env={"TMPDIR": str(tmp_path / "tmp")}
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "replaced\n"
+    assert result.stderr.count("12 pools from 1 call site") == 1
+    assert "exit status" not in result.stderr
+    assert read(tmp_path / "r.json")["totals"]["pools"] == 12
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_program_on_standard_input_and_a_pyc_run_as_under_python(tmp_path: Path) -> None:
+    source = "import sys\nprint(sys.argv, __name__, sys.path[0] == '')\n"
+    expected = subprocess.run(
+        [sys.executable, "-", "a"], input=source, capture_output=True, text=True, cwd=tmp_path
+    )
+    actual = subprocess.run(
+        [sys.executable, "-m", "executor_guard", "-q", "-", "a"],
+        input=source,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert (actual.returncode, actual.stdout) == (expected.returncode, expected.stdout)
+    assert expected.stdout == "['-', 'a'] __main__ True\n"
+    write(tmp_path / "app.py", "print('compiled ran')\n")
+    py_compile.compile(str(tmp_path / "app.py"), cfile=str(tmp_path / "app.pyc"))
+    assert plain("app.pyc", cwd=tmp_path).stdout == "compiled ran\n"
+    assert guarded("-q", "app.pyc", cwd=tmp_path).stdout == "compiled ran\n"
