@@ -40,7 +40,14 @@ RESULTS_DIR = os.path.join(WORK, "results")
 MINORS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 
 #: Benchmark scripts in the order they run (the slow, noisy whole-program one last).
-SCRIPTS = ("bench_micro", "bench_instructions", "bench_memory", "bench_startup", "bench_workload")
+SCRIPTS = (
+    "bench_micro",
+    "bench_instructions",
+    "bench_memory",
+    "bench_startup",
+    "bench_metrics",
+    "bench_workload",
+)
 
 #: RESULTS.md sections: result key -> (section title, what the target says).
 TARGETS: dict[str, tuple[str, str]] = {
@@ -80,6 +87,10 @@ TARGETS: dict[str, tuple[str, str]] = {
     "distinct_sites": (
         "5c. Distinct call sites are capped",
         "the registry stops at `MAX_SITES`; `totals.overflow_creations` counts the rest",
+    ),
+    "metrics_on_off": (
+        "7. Metrics on: the tight loop with `metrics=\"otel\"` and an SDK collecting every 100 ms",
+        "on ÷ off ≤ 1.05× (each variant in its own processes, rotated; median per-round ratios)",
     ),
     "workload_guard": (
         "6a. Whole program under the launcher",
@@ -175,7 +186,8 @@ def ensure_venvs(minor: str, base: str, reinstall: bool) -> tuple[str, str, str]
     # source tree. pip compiles a wheel install's modules, as an installer would.
     say(f"  pip install {REPO} (wheel) into {os.path.relpath(guarded, REPO)}")
     for command in (
-        ["install", "--quiet", "psutil", "structlog"],
+        # The OpenTelemetry SDK for bench_metrics (the guard needs only the API, and only then).
+        ["install", "--quiet", "psutil", "structlog", "opentelemetry-api", "opentelemetry-sdk"],
         ["install", "--quiet", "--force-reinstall", "--no-deps", REPO],
     ):
         done = subprocess.run(

@@ -26,7 +26,7 @@ from .exceptions import ConfigError
 PROG = "executor-guard"
 EXIT_USAGE = 2
 EXIT_FINDINGS = 3
-FAIL_ON = ("never", "churn", "any")
+FAIL_ON = _config.FAIL_ON
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,7 +93,7 @@ def _run_parser() -> _Parser:
         usage=(
             f"{PROG} [OPTIONS] SCRIPT [ARGS...]\n"
             f"       {PROG} [OPTIONS] -m MODULE [ARGS...]\n"
-            f"       {PROG} report [--format text|json] FILE.json [FILE.json ...]"
+            f"       {PROG} report [OPTIONS] REPORT.json [REPORT.json ...]"
         ),
         description=(
             "Run a Python program with executor_guard watching every concurrent.futures "
@@ -102,13 +102,6 @@ def _run_parser() -> _Parser:
     )
     parser.add_argument("--version", action="version", version=f"executor_guard {__version__}")
     add_options(parser, _config.OPTIONS)
-    parser.add_argument(
-        "--fail-on",
-        type=_choice(FAIL_ON),
-        default="never",
-        metavar="{never,churn,any}",
-        help="exit with status 3 when the program exited 0 but findings of this level exist",
-    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr at exit")
     parser.add_argument(
         "-m",
@@ -124,24 +117,232 @@ def _run_parser() -> _Parser:
 def _report_parser() -> _Parser:
     parser = _Parser(
         prog=f"{PROG} report",
-        description="Render one or more JSON reports (merged by call site) as text or JSON.",
+        description=(
+            "Render one or more JSON reports (merged by call site); gate CI on them "
+            "(--fail-on, --baseline), write a baseline, or compare two reports (--diff)."
+        ),
     )
-    parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.add_argument("files", nargs="+", metavar="FILE.json")
+    parser.add_argument("--format", choices=("text", "json", "markdown", "html"), default="text")
+    limits = parser.add_mutually_exclusive_group()
+    limits.add_argument(
+        "--limit", type=_typed(_positive), metavar="N", help="show N sites with findings (10)"
+    )
+    limits.add_argument("--all", action="store_true", help="show every site with findings")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
+    for name in ("fail_on", "baseline"):
+        add_options(parser, [_config.BY_NAME[name]])
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
+        "--write-baseline", metavar="FILE", help="write the reports' call sites as a baseline"
+    )
+    action.add_argument(
+        "--diff",
+        action="store_true",
+        help="compare two reports, BEFORE AFTER: sites gone, new, better and worse",
+    )
+    parser.add_argument("files", nargs="+", metavar="REPORT.json")
     return parser
+
+
+def _positive(value: object, source: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit() and value.isascii():
+        return int(value)
+    raise ConfigError(source, value, "expected a whole number")
 
 
 def _report_command(argv: Sequence[str]) -> int:
     from ._report import ReportFileError, load_all
 
-    options = _report_parser().parse_args(list(argv))
+    parser = _report_parser()
+    options = parser.parse_args(list(argv))
+    error_prefix = f"{PROG} report: error:"
+    from ._pyproject import resolve
+
     try:
-        report = load_all(options.files)
-    except ReportFileError as error:
-        sys.stderr.write(f"{PROG} report: error: {error}\n")
+        config, _ = resolve(
+            os.environ,
+            options_given(options, [_config.BY_NAME["fail_on"], _config.BY_NAME["baseline"]]),
+            names=("fail_on", "baseline"),
+        )
+    except ConfigError as error:
+        sys.stderr.write(f"{error_prefix} {error}\n")
         return EXIT_USAGE
-    sys.stdout.write(report.to_json() if options.format == "json" else report.to_text())
+    limit = None if options.all else (options.limit if options.limit is not None else 10)
+    try:
+        if options.diff:
+            if options.format == "html":
+                parser.error("--diff writes text, json or markdown, not html")
+            if len(options.files) != 2:
+                parser.error(f"--diff takes two reports, BEFORE AFTER (got {len(options.files)})")
+            return _diff(options, config.fail_on, limit)
+        report = load_all(options.files)
+        if options.write_baseline:
+            return _write_baseline(report, options.write_baseline)
+        if config.baseline is not None:
+            from ._baseline import cached
+
+            try:
+                report = cached(config.baseline).annotate(report)
+            except ReportFileError as error:
+                sys.stderr.write(f"{error_prefix} cannot read the baseline {error}\n")
+                return EXIT_USAGE
+    except ReportFileError as error:
+        sys.stderr.write(f"{error_prefix} {error}\n")
+        return EXIT_USAGE
+    if options.format == "json":
+        text = report.to_json()
+    elif options.format == "markdown":
+        text = report.to_markdown(limit=limit)
+    elif options.format == "html":
+        text = report.to_html()
+    else:
+        text = report.to_text(limit=limit)
+    if not _output(text, options.output, error_prefix):
+        return EXIT_USAGE
+    if config.fail_on != "never":
+        verdict = fail_on_line(report, config.fail_on)
+        if verdict is not None:
+            sys.stderr.write(f"executor_guard: {verdict}\n")
+            return EXIT_FINDINGS
     return 0
+
+
+def _output(text: str, path: Optional[str], error_prefix: str) -> bool:
+    """Write ``text`` to ``path`` (stdout when None); False, with one line, if it cannot."""
+    if path is None or path == "-":
+        sys.stdout.write(text)
+        return True
+    try:
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(text)
+    except OSError as error:
+        sys.stderr.write(f"{error_prefix} -o: cannot write {path!r} ({error.strerror})\n")
+        return False
+    return True
+
+
+def _write_baseline(report: Any, path: str) -> int:
+    from . import _baseline
+
+    try:
+        data = _baseline.write(report, path)
+    except OSError as error:
+        sys.stderr.write(
+            f"{PROG} report: error: --write-baseline: cannot write {path!r} ({error.strerror})\n"
+        )
+        return EXIT_USAGE
+    sites = data["sites"]
+    with_findings = sum(1 for entry in sites if entry["findings"])
+    noun = "call site" if len(sites) == 1 else "call sites"
+    sys.stdout.write(
+        f"executor_guard: baseline written to {path}: {len(sites)} {noun}, "
+        f"{with_findings} with findings\n"
+    )
+    return 0
+
+
+def _diff(options: argparse.Namespace, fail_on: str, limit: Optional[int]) -> int:
+    import json
+
+    from . import _baseline
+    from ._report import load
+
+    before_path, after_path = options.files
+    before, after = load(before_path), load(after_path)
+    root = _baseline.project_root(os.getcwd())
+    data = _baseline.diff_report(before, after, options.files, root)
+    if options.format == "json":
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        text = render_diff(data, markdown=options.format == "markdown", limit=limit)
+    if not _output(text, options.output, f"{PROG} report: error:"):
+        return EXIT_USAGE
+    if fail_on != "never" and data["worse_at"][fail_on]:
+        worse = [s["site"] for s in data["worse"] if fail_on == "any" or "churn" in s["gained"]]
+        new = [
+            s["site"]
+            for s in data["new"]
+            if (s["findings"] if fail_on == "any" else "churn" in s["findings"])
+        ]
+        sys.stderr.write(
+            f"executor_guard: exit status {EXIT_FINDINGS}: {after_path} is worse than "
+            f"{before_path} (--fail-on {fail_on}): "
+            + ", ".join([*(f"new {n}" for n in new), *(f"worse {w}" for w in worse)])
+            + "\n"
+        )
+        return EXIT_FINDINGS
+    return 0
+
+
+def render_diff(
+    data: dict[str, Any], *, markdown: bool = False, limit: Optional[int] = None
+) -> str:
+    """The text (or Markdown) of a ``--diff`` document."""
+
+    def plural(count: int, noun: str) -> str:
+        return f"{count} {noun}" + ("" if count == 1 else "s")
+
+    def side(name: str) -> str:
+        figures = data[name]
+        return (
+            f"{figures['file']} ({plural(figures['pools'], 'pool')}, "
+            f"{plural(figures['sites'], 'call site')}, "
+            f"{figures['sites_with_findings']} with findings, peak live {figures['peak_live']})"
+        )
+
+    def findings(names: list[str]) -> str:
+        return ", ".join(names) or "no findings"
+
+    out = [("### " if markdown else "") + "executor_guard diff"]
+    out.append(("- " if markdown else "") + f"before: {side('before')}")
+    out.append(("- " if markdown else "") + f"after:  {side('after')}")
+    bullet = "- " if markdown else "    "
+    kinds = ("gone", "new", "worse", "better", "unchanged")
+    for kind in kinds:
+        entries = data[kind]
+        if not entries:
+            continue
+        out.append("")
+        title = f"{kind} ({len(entries)})"
+        out.append(f"**{title}**" if markdown else title)
+        shown = entries if limit is None else entries[:limit]
+        for entry in shown:
+            where = f"`{entry['site']}`" if markdown else entry["site"]
+            if kind in ("gone", "new"):
+                out.append(
+                    f"{bullet}[{findings(entry['findings'])}] {where}: created {entry['created']}, "
+                    f"peak live {entry['peak_live']}"
+                )
+                continue
+            before = entry["before"]
+            change = ""
+            if entry["gained"]:
+                change += f"; new: {', '.join(entry['gained'])}"
+            if entry["lost"]:
+                change += f"; gone: {', '.join(entry['lost'])}"
+            out.append(
+                f"{bullet}[{findings(entry['findings'])}] {where}: created {before['created']} -> "
+                f"{entry['created']}, peak live {before['peak_live']} -> {entry['peak_live']}"
+                f"{change}"
+            )
+        if len(shown) < len(entries):
+            out.append(f"{bullet}... and {len(entries) - len(shown)} more")
+    worse = data["worse_at"]
+    verdict = (
+        "worse: new churn" if worse["churn"] else "worse: new findings" if worse["any"] else None
+    )
+    if verdict is None:
+        before_flagged = data["before"]["sites_with_findings"]
+        after_flagged = data["after"]["sites_with_findings"]
+        verdict = "better" if after_flagged < before_flagged or data["better"] else "no worse"
+        if not any(data[k] for k in ("gone", "new", "better")) and not data["unchanged"]:
+            verdict = "no call sites on either side"
+    out.append("")
+    counts = ", ".join(f"{kind} {len(data[kind])}" for kind in kinds)
+    out.append(
+        f"**verdict: {verdict}** ({counts})" if markdown else f"verdict: {verdict} ({counts})"
+    )
+    return "\n".join(out) + "\n"
 
 
 # -- the command line's shape -------------------------------------------------
@@ -149,7 +350,7 @@ def _report_command(argv: Sequence[str]) -> int:
 
 def _takes_value() -> frozenset[str]:
     """The launcher's flags that take a value as the next argument."""
-    flags = {"--fail-on"}
+    flags = set()
     for option in _config.OPTIONS:
         if option.flag is not None and option.flag_arguments()["action"] != "store_true":
             flags.add(option.flag)
@@ -457,11 +658,26 @@ class _Run:
     def __init__(self, options: argparse.Namespace) -> None:
         from . import _exit
         from ._guard import install
+        from ._pyproject import resolve
 
         self.options = options
-        config = _config.from_environ(os.environ)
         given = options_given(options, _config.OPTIONS)
-        config = config.replace(**given)
+        config, _ = resolve(os.environ, given)
+        #: The baseline applied to the summary, the report and --fail-on.
+        self.baseline: Optional[Any] = None
+        if config.baseline is not None:
+            from ._baseline import cached
+            from ._report import ReportFileError
+
+            source = "--baseline" if "baseline" in given else "baseline"
+            try:
+                self.baseline = cached(config.baseline)
+            except ReportFileError as error:
+                raise _NotStarted(
+                    EXIT_USAGE, f"{PROG}: error: {source}: cannot read the baseline {error}"
+                ) from None
+            # Children that change directory still find it.
+            config = config.replace(baseline=os.path.abspath(config.baseline))
         if config.report_path is not None:
             reason = _exit.check_report_path(config.report_path)
             if reason is not None:
@@ -491,6 +707,10 @@ class _Run:
             exported.pop(_config.ENV["report_path"], None)
             os.environ.pop(_config.ENV["report_path"], None)
         exported[_exit.SPOOL_ENV] = self.spool
+        # The variables now carry everything the file said: a child must not
+        # read the file again under them (an option set back to its default
+        # here would take the file's value there).
+        os.environ.pop(_config.CONFIG_ENV, None)
         os.environ.update(exported)
         self.guard = install(**config.options())
         # If the environment activated the guard at start-up, its at-exit writer
@@ -535,7 +755,7 @@ class _Run:
         from ._report import ReportFileError, load, merge
 
         options, guard = self.options, self.guard
-        fail_on = options.fail_on if status & 0xFF == 0 else "never"
+        fail_on = guard.config.fail_on if status & 0xFF == 0 else "never"
 
         def say(message: str) -> None:
             _exit.write_stderr(f"executor_guard: {message}\n")
@@ -552,6 +772,8 @@ class _Run:
             except ReportFileError as error:
                 say(f"a child process's report was left out: {error}")
         tree = merge(reports)
+        if self.baseline is not None:
+            tree = self.baseline.annotate(tree)
         if path:
             whole = "{pid}" not in path
             written = _exit.write_report(tree if whole else own, path)
@@ -565,15 +787,29 @@ class _Run:
             except Exception:
                 pass
         if fail_on != "never":
-            flagged = tree.flagged(fail_on)
-            if flagged:
-                noun = "call site" if len(flagged) == 1 else "call sites"
-                say(
-                    f"exit status {EXIT_FINDINGS}: {len(flagged)} {noun} with "
-                    f"{'churn' if fail_on == 'churn' else 'findings'} (--fail-on {fail_on})"
-                )
+            verdict = fail_on_line(tree, fail_on)
+            if verdict is not None:
+                say(verdict)
                 return EXIT_FINDINGS
         return status
+
+
+def fail_on_line(report: Any, level: str) -> Optional[str]:
+    """The one line that explains exit status 3, or None when ``report`` passes ``level``."""
+    from ._report import short_path
+
+    flagged = report.flagged(level)
+    if not flagged:
+        return None
+    noun = "call site" if len(flagged) == 1 else "call sites"
+    names = [f"{short_path(s['file'])}:{s['line']} in {s['function']}" for s in flagged[:5]]
+    more = f" and {len(flagged) - 5} more" if len(flagged) > 5 else ""
+    return (
+        f"exit status {EXIT_FINDINGS}: {len(flagged)} {noun} with "
+        f"{'churn' if level == 'churn' else 'findings'} (--fail-on {level}): "
+        + ", ".join(names)
+        + more
+    )
 
 
 def _refuse(refused: _NotStarted) -> int:

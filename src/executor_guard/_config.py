@@ -10,9 +10,10 @@ Every parser takes the value as given and the name of its source, so an error
 names exactly what to fix: ``EXECUTOR_GUARD_THRESHOLD: invalid value 'ten'
 (expected an integer from 2 to 1000000000)``.
 
-Precedence, lowest first: defaults, environment, explicit options (keywords or
-command line). The environment is read only by :func:`from_environ` (and the
-pytest plugin, through the same rows); a variable that is unset or blank
+Precedence, lowest first: defaults, the ``[tool.executor_guard]`` table of
+``pyproject.toml`` (``_pyproject``), environment, explicit options (keywords
+or command line). The environment is read only by :func:`from_environ` (and
+the pytest plugin, through the same rows); a variable that is unset or blank
 leaves its option as it is. Boolean variables all take ``0/1``, ``true/false``,
 ``yes/no`` or ``on/off`` in any case (:func:`parse_bool`).
 
@@ -37,10 +38,15 @@ if TYPE_CHECKING:
 MODES = ("warn", "log", "raise")
 LOG_FORMATS = ("console", "json")
 LOG_TARGETS = ("stderr", "logging")
+METRICS = ("otel",)
+FAIL_ON = ("never", "churn", "any")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 
 STRICT_ENV = "EXECUTOR_GUARD_STRICT"
+#: A TOML file whose ``[tool.executor_guard]`` table the start-up hook reads
+#: (the launcher, ``report`` and the plugin read it instead of searching).
+CONFIG_ENV = "EXECUTOR_GUARD_CONFIG"
 
 MAX_THRESHOLD = 10**9
 MAX_STACK_DEPTH = 256
@@ -144,6 +150,24 @@ def parse_report_path(value: object, source: str) -> Optional[str]:
     raise ConfigError(source, value, "expected a file path")
 
 
+def parse_baseline(value: object, source: str) -> Optional[str]:
+    """A baseline file's path (a report or one written by ``report --write-baseline``)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or hasattr(value, "__fspath__"):
+        text = value if isinstance(value, str) else str(value.__fspath__())
+        if not text.strip():
+            return None
+        if "\0" not in text:
+            return text
+    raise ConfigError(source, value, "expected a file path")
+
+
+def parse_fail_on(value: object, source: str) -> str:
+    """``never``, ``churn`` or ``any``: the findings that turn exit status 0 into 3."""
+    return parse_choice(value, source, FAIL_ON)
+
+
 def parse_choice(value: object, source: str, choices: tuple[str, ...]) -> str:
     """One of ``choices`` (case-insensitive)."""
     if isinstance(value, str) and value.strip().lower() in choices:
@@ -154,6 +178,13 @@ def parse_choice(value: object, source: str, choices: tuple[str, ...]) -> str:
 def parse_log_format(value: object, source: str) -> str:
     """``console`` or ``json``."""
     return parse_choice(value, source, LOG_FORMATS)
+
+
+def parse_metrics(value: object, source: str) -> Optional[str]:
+    """``otel`` (OpenTelemetry instruments), or None for no metrics."""
+    if value is None:
+        return None
+    return parse_choice(value, source, METRICS)
 
 
 def parse_log_target(value: object, source: str) -> str:
@@ -227,6 +258,7 @@ class Option:
         "default",
         "env",
         "env_parse",
+        "exported",
         "flag",
         "help",
         "metavar",
@@ -254,6 +286,7 @@ class Option:
         repeatable: bool = False,
         reported: bool = False,
         per_test: bool = False,
+        exported: bool = True,
     ) -> None:
         self.name = name
         self.pyproject = name
@@ -268,6 +301,7 @@ class Option:
         self.repeatable = repeatable
         self.reported = reported
         self.per_test = per_test
+        self.exported = exported
 
     def flag_arguments(self) -> dict[str, Any]:
         """How a command line takes this option (argparse's and pytest's ``add*`` keywords).
@@ -371,6 +405,28 @@ OPTIONS = (
         help="write the JSON report here at exit; {pid} expands",
     ),
     Option(
+        "baseline",
+        env="EXECUTOR_GUARD_BASELINE",
+        flag="--baseline",
+        metavar="FILE",
+        parse=parse_baseline,
+        default=None,
+        help="call sites known from this baseline (or report) neither act nor fail",
+        per_test=True,
+    ),
+    Option(
+        "fail_on",
+        env="EXECUTOR_GUARD_FAIL_ON",
+        flag="--fail-on",
+        metavar="{never,churn,any}",
+        parse=parse_fail_on,
+        default="never",
+        help="exit with status 3 when the program exited 0 but findings of this level exist",
+        # A launcher started by the program decides its own exit status: an
+        # outer --fail-on must not change what the program sees of its children.
+        exported=False,
+    ),
+    Option(
         "log_format",
         env="EXECUTOR_GUARD_LOG_FORMAT",
         flag="--log-format",
@@ -398,6 +454,15 @@ OPTIONS = (
         parse=parse_signal,
         default=None,
         help="write the report on this signal (e.g. USR1) without stopping the program",
+    ),
+    Option(
+        "metrics",
+        env="EXECUTOR_GUARD_METRICS",
+        flag="--metrics",
+        metavar="{otel}",
+        parse=parse_metrics,
+        default=None,
+        help="otel: per-site OpenTelemetry instruments, read when the host's SDK collects",
     ),
     Option(
         "sigterm",
@@ -440,9 +505,12 @@ class Config:
     ignore: tuple[str, ...]
     app: tuple[str, ...]
     report_path: Optional[str]
+    baseline: Optional[str]
+    fail_on: str
     log_format: str
     log_target: str
     dump_signal: Optional[str]
+    metrics: Optional[str]
     sigterm: bool
 
     def __init__(self, **values: Any) -> None:
@@ -522,11 +590,31 @@ def mode_from_environ(environ: Mapping[str, str]) -> Optional[str]:
     return None if raw is None else option.env_parse(raw, option.env or "")
 
 
-def from_environ(environ: Mapping[str, str], base: Optional[Config] = None) -> Config:
-    """Read every ``EXECUTOR_GUARD*`` option over ``base`` (defaults when None)."""
+def from_environ(
+    environ: Mapping[str, str],
+    base: Optional[Config] = None,
+    *,
+    config_file: bool = True,
+    names: Optional[Iterable[str]] = None,
+) -> Config:
+    """Read every ``EXECUTOR_GUARD*`` option over ``base`` (defaults when None).
+
+    With ``config_file`` (the start-up hook's way), the ``[tool.executor_guard]``
+    table of the file ``EXECUTOR_GUARD_CONFIG`` names comes first, under the
+    variables; the launcher, ``report`` and the plugin read that file
+    themselves, in place of the nearest ``pyproject.toml``, and pass False.
+    ``names`` limits the rows read (``report`` reads only its own two).
+    """
     config = base if base is not None else Config()
+    if config_file and (environ.get(CONFIG_ENV) or "").strip():
+        from . import _pyproject  # only when asked: tomllib costs start-up time
+
+        config = _pyproject.explicit(environ).apply(config)
+    wanted = None if names is None else set(names)
     changes: dict[str, Any] = {}
     for option in OPTIONS:
+        if wanted is not None and option.name not in wanted:
+            continue
         raw = variable(option, environ)
         if raw is not None:
             changes[option.name] = option.env_parse(raw, option.env or "")
@@ -541,7 +629,7 @@ def to_environ(config: Config) -> dict[str, str]:
     """
     env: dict[str, str] = {}
     for option in OPTIONS:
-        if option.env is None:
+        if option.env is None or not option.exported:
             continue
         text = _text(getattr(config, option.name))
         if text:

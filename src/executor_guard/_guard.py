@@ -337,7 +337,11 @@ def install(**options: Any) -> Guard:
         if not _GUARDS.suspended:
             _GUARDS.installed = guard
         _activate(guard)
-        return guard
+    if guard.config.metrics is not None:
+        from . import _metrics
+
+        _metrics.enable(guard.config.metrics)
+    return guard
 
 
 def uninstall() -> None:
@@ -416,6 +420,11 @@ def guarded(**options: Any) -> _Block:
 def active_guard() -> Optional[Guard]:
     """The guard recording now, if any."""
     return _GUARDS.guard
+
+
+def installed_guard() -> Optional[Guard]:
+    """The guard :func:`install` made (recording or suspended by a block), else the active one."""
+    return _GUARDS.installed if _GUARDS.installed is not None else _GUARDS.guard
 
 
 def report() -> Report:

@@ -59,6 +59,8 @@ _events = _registry.TABLES.events
 _BATCH = _registry.BATCH
 _drain_soon = _registry.drain_soon
 _peaked = _registry.peaked
+_sample = _registry.sample
+_TIMELINE_MAX = _registry.TIMELINE_MAX
 
 #: The active guard, or None; set by ``_guard`` when a guard (de)activates.
 _guard: Optional[Guard] = None
@@ -110,6 +112,11 @@ INIT_BODY = """
                     live_now[record] = None
                     if len(live_now) > site.peak_live:
                         _peaked(site, live_now)
+                    timeline = site.timeline
+                    if len(timeline) < _TIMELINE_MAX:
+                        timeline.extend((at, len(live_now)))
+                    else:
+                        _sample(site, at)
                     if len(_events) >= _BATCH:
                         _drain_soon()
                 else:
@@ -137,7 +144,14 @@ SHUTDOWN_BODY = """
             if {wait} and not {cancel}:
                 if record.workers is None:
                     record.workers = getattr(self, "_max_workers", None)
-                record.site.open.pop(record, None)
+                site = record.site
+                live_now = site.open
+                live_now.pop(record, None)
+                timeline = site.timeline
+                if len(timeline) < _TIMELINE_MAX:
+                    timeline.extend((_clock(), len(live_now)))
+                else:
+                    _sample(site, _clock())
                 record.mode = "wait"
                 _append(record)
                 # Unfiled last: interrupted before this, the end is still

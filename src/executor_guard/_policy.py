@@ -16,7 +16,7 @@ import sys
 import time
 from collections import deque
 
-from ._diagnostics import internal_error, is_ours
+from ._diagnostics import internal_error, is_ours, say
 from ._registry import NEVER, site_view
 from .exceptions import ExecutorChurnError, ExecutorChurnWarning
 
@@ -238,6 +238,9 @@ class Policy:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        #: The baseline's verdicts, loaded at the first threshold crossing
+        #: (never at start-up: most processes never cross one).
+        self._baseline: Optional[Any] = None
 
     def configure_site(self, site: Site) -> None:
         """Set the policy's state on ``site`` (new, or after a change of configuration)."""
@@ -265,6 +268,11 @@ class Policy:
         elif attempt < config.threshold:
             site.due = config.threshold
             return None
+        if config.baseline is not None and self._known_churn(site):
+            # Known churn is recorded, and never acted on nor looked at again.
+            site.churn = True
+            site.due = NEVER
+            return None
         first = not site.churn
         site.churn = True
         if config.mode == "raise":
@@ -279,6 +287,27 @@ class Policy:
         if times is None:
             site.due = NEVER  # warn (and record-only) act once per site
         return Crossing(site, attempt, False, first) if first else None
+
+    def _known_churn(self, site: Site) -> bool:
+        """Whether the baseline already knows churn at ``site`` (then nothing acts)."""
+        from ._baseline import Baseline, cached
+        from ._report import ReportFileError
+
+        try:
+            if self._baseline is None:
+                self._baseline = cached(self.config.baseline or "")
+            known: bool = self._baseline.knows_churn_at(
+                (site.file, site.line, site.function), site.creator
+            )
+            return known
+        except ReportFileError as error:
+            say(f"baseline {error}; every call site counts as new")
+        except Exception as exc:
+            if not is_ours(exc):
+                raise
+            internal_error(f"reading the baseline {self.config.baseline!r}", exc)
+        self._baseline = Baseline(self.config.baseline or "", "", {})
+        return False
 
     def act(self, crossing: Crossing, frame: Optional[FrameType]) -> None:
         """Warn, log or raise for ``crossing``; ``frame`` is the call site's frame.

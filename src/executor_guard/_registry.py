@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 import weakref
+from array import array
 from collections import deque
 
 from ._diagnostics import internal_error, is_ours
@@ -70,6 +71,11 @@ _SNAPSHOT_PATIENCE = 1.0
 OTHER = "(other)"
 #: A count no site reaches: "no event due".
 NEVER = 1 << 62
+#: Samples of ``(time, live pools)`` a site's timeline keeps (two doubles each):
+#: when full, pairs of neighbours are merged into the one with more live pools,
+#: so a long run keeps its shape and its peaks in bounded memory.
+TIMELINE_SAMPLES = 96
+TIMELINE_MAX = 2 * TIMELINE_SAMPLES
 
 #: Event kinds that are tuples rather than records.
 _REFUSED = 0
@@ -192,6 +198,7 @@ class Site:
         "stacks",
         "stacks_dropped",
         "threads",
+        "timeline",
         "times",
         "wait",
     )
@@ -255,6 +262,9 @@ class Site:
         self.stacks_dropped = 0
         self.captured = 0
         self.draining: deque[Record] = deque()
+        #: ``t0, live0, t1, live1, ...``: live pools after each creation and end
+        #: the hooks see (monotonic times), thinned by :func:`sample`.
+        self.timeline = array("d")
 
 
 # -- submitting and applying events ------------------------------------------------
@@ -401,6 +411,7 @@ def _apply_queue() -> None:
                     continue  # still open (a report queued it): counted as created
                 mode = record.mode = "never"  # queued by the weak reference: collected
                 site.open.pop(record, None)
+                sample(site, time.monotonic())
                 # Its entry in the records table (keyed by the dead pool's id,
                 # which the record does not keep) goes in the next sweep.
                 TABLES.dead += 1
@@ -502,12 +513,16 @@ def _workers(record: Record) -> Optional[tuple[weakref.ref[threading.Thread], ..
 def _prune_all(site: Site) -> None:
     """Retire the draining records whose workers all ended: they are live no more."""
     keep: deque[Record] = deque()
+    retired = False
     for record in site.draining:
         if _alive(_workers(record)):
             keep.append(record)
         else:
             site.open.pop(record, None)
+            retired = True
     site.draining = keep
+    if retired:  # seen now, not when the workers ended: a sample no later than that
+        sample(site, time.monotonic())
 
 
 def _count(table: dict[Any, int], key: Any, n: int = 1) -> None:
@@ -564,6 +579,26 @@ def opened(site: Site, record: Record, at: float) -> None:
     live_now[record] = None
     if len(live_now) > site.peak_live:
         peaked(site, live_now)
+    sample(site, at)
+
+
+def sample(site: Site, at: float) -> None:
+    """Add ``(at, live pools now)`` to the site's timeline, thinning it when full."""
+    timeline = site.timeline
+    if len(timeline) >= TIMELINE_MAX:
+        site.timeline = timeline = _thinned(timeline)
+    # One C call per sample: a pair from another thread never lands in between.
+    timeline.extend((at, len(site.open)))
+
+
+def _thinned(timeline: array[float]) -> array[float]:
+    """Half the samples: each pair of neighbours becomes the one with more live pools."""
+    kept = array("d")
+    for index in range(0, len(timeline) - 3, 4):
+        first = index if timeline[index + 1] >= timeline[index + 3] else index + 2
+        kept.append(timeline[first])
+        kept.append(timeline[first + 1])
+    return kept
 
 
 def peaked(site: Site, live_now: dict[Record, None]) -> None:
@@ -593,7 +628,9 @@ def abandon(record: Record, pool_id: int) -> None:
 
 def end(record: Record, mode: str) -> None:
     """Record how the pool of ``record`` ended: its first shutdown (applied in batches)."""
-    record.site.open.pop(record, None)
+    site = record.site
+    site.open.pop(record, None)
+    sample(site, time.monotonic())
     _queue_end(record, mode)
 
 
@@ -619,6 +656,7 @@ def end_with(
     weak = tuple(weakref.ref(thread) for thread in threads) if pending and threads else None
     if weak is None:
         record.site.open.pop(record, None)
+        sample(record.site, time.monotonic())
     stack = record.extra[0] if record.extra is not None else None
     record.extra = (stack, (bool(cancel), bool(pending), weak))
     _queue_end(record, mode)
@@ -765,6 +803,12 @@ def _count_open(belongs: Callable[[Record], bool]) -> None:
     _apply_queue()
 
 
+def _timeline_view(timeline: array[float], started: float) -> list[tuple[float, int]]:
+    """``[(seconds since the guard started, live pools), ...]`` from a site's timeline."""
+    samples = timeline.tolist()  # one C call: a consistent copy even while it grows
+    return [(samples[i] - started, int(samples[i + 1])) for i in range(0, len(samples) - 1, 2)]
+
+
 def settle(site: Site) -> None:
     """Apply the queue and retire ``site``'s drained pools, if the queue is free now.
 
@@ -828,6 +872,7 @@ def view(
         "threads": dict(site.threads),
         "max_workers": max_workers,
         "stacks": sorted(((n, s) for s, n in dict(site.stacks).items()), key=lambda item: -item[0]),
+        "timeline": _timeline_view(site.timeline, started),
         "stack_sampling": {
             "first": STACK_FIRST,
             "every": STACK_EVERY,

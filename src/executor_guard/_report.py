@@ -55,6 +55,21 @@ def _frame(frame: tuple[str, int, str]) -> dict[str, Any]:
     return {"file": _abs(file), "line": line, "function": function, "app": _is_app(file)}
 
 
+def normalize_code(code: Optional[str]) -> Optional[str]:
+    """A source line as an identity: whitespace collapsed; None when there is none."""
+    if not code:
+        return None
+    return " ".join(code.split()) or None
+
+
+def source_code(file: str, line: int) -> Optional[str]:
+    """The normalized text of line ``line`` of ``file``, or None when it has no source."""
+    try:
+        return normalize_code(linecache.getline(file, line))
+    except Exception:
+        return None
+
+
 #: How a registry view's value becomes the JSON value, where they differ.
 _WRITERS: dict[str, Any] = {
     "file": _abs,
@@ -67,9 +82,15 @@ _WRITERS: dict[str, Any] = {
     "stacks": lambda stacks: [
         {"count": count, "frames": [_frame(f) for f in frames]} for count, frames in stacks
     ],
+    "timeline": lambda samples: [[round(t, 4), live] for t, live in samples],
 }
 #: Fields computed from the others rather than copied from the view.
-_DERIVED: dict[str, Any] = {"rate_per_min": rate_per_min, "findings": findings}
+_DERIVED: dict[str, Any] = {
+    "rate_per_min": rate_per_min,
+    "findings": findings,
+    "code": lambda view: source_code(view["file"], view["line"]),
+    "creator_code": lambda view: source_code(view["creator"][0], view["creator"][1]),
+}
 
 
 def _site_dict(view: dict[str, Any]) -> dict[str, Any]:
@@ -139,10 +160,11 @@ class Report:
         return sites
 
     def flagged(self, level: str = "any") -> list[dict[str, Any]]:
-        """Sites with findings: ``churn`` only, or ``any`` finding."""
+        """Sites with findings: ``churn`` only, or ``any`` finding; a baseline's known ones pass."""
+        sites = [s for s in self.sites if not s.get("known")]
         if level == "churn":
-            return [s for s in self.sites if "churn" in s["findings"]]
-        return [s for s in self.sites if s["findings"]]
+            return [s for s in sites if "churn" in s["findings"]]
+        return [s for s in sites if s["findings"]]
 
     def site(self, file: str, line: Optional[int] = None) -> Optional[dict[str, Any]]:
         """The first site whose file ends with ``file`` (and at ``line`` if given)."""
@@ -155,9 +177,13 @@ class Report:
         """The report as JSON text."""
         return json.dumps(self._data, indent=indent, sort_keys=False) + "\n"
 
-    def to_text(self, *, limit: int = 10) -> str:
-        """A human summary: flagged sites first, with their creation stacks."""
+    def to_text(self, *, limit: Optional[int] = 10) -> str:
+        """A human summary: flagged sites first, with their creation stacks (None: all)."""
         return render_text(self._data, limit=limit)
+
+    def to_markdown(self, *, limit: Optional[int] = 10) -> str:
+        """The summary as Markdown: a CI job summary or a pull-request comment."""
+        return render_markdown(self._data, limit=limit)
 
     def write_json(self, path: str) -> str:
         """Write the report atomically, readable by its owner only; return the path.
@@ -185,6 +211,12 @@ class Report:
             raise
         return target
 
+    def to_html(self) -> str:
+        """The report as one self-contained HTML page (see ``_html``)."""
+        from ._html import render
+
+        return render(self._data)
+
     def __repr__(self) -> str:
         totals = self._data.get("totals", {})
         return (
@@ -201,14 +233,14 @@ class Report:
 _root: list[Optional[str]] = [None]
 
 
-def short_path(path: str) -> str:
-    """``path`` relative to the working directory when it lies below it.
+def short_path(path: str, root: Optional[str] = None) -> str:
+    """``path`` relative to ``root`` (else the working directory) when it lies below it.
 
-    While a report renders, that is the directory its process started in, so
-    a program that changed directory does not change how its paths read.
+    While a report renders, the root is the directory its process started in,
+    so a program that changed directory does not change how its paths read.
     """
     try:
-        relative = os.path.relpath(path, _root[0] or os.curdir)
+        relative = os.path.relpath(path, root or _root[0] or os.curdir)
     except (ValueError, OSError):
         return path
     return relative if not relative.startswith("..") else path
@@ -245,7 +277,17 @@ def _source(file: str, line: int) -> str:
 
 def _heading(site: dict[str, Any]) -> list[str]:
     findings = ", ".join(site["findings"]) or "no findings"
-    return [f"[{findings}] {short_path(site['file'])}:{site['line']} in {site['function']}"]
+    line = f"[{findings}] {short_path(site['file'])}:{site['line']} in {site['function']}"
+    return [line + _against_baseline(site)]
+
+
+def _against_baseline(site: dict[str, Any]) -> str:
+    """How a site compares with the baseline, when one was applied and knew the site."""
+    had = site.get("baseline_findings")
+    if had is None or site.get("known"):
+        return ""
+    new = [f for f in site["findings"] if f not in had]
+    return f" (worse than the baseline: {', '.join(new)} new)"
 
 
 def _created(site: dict[str, Any]) -> list[str]:
@@ -351,7 +393,7 @@ def site_text(site: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_text(data: dict[str, Any], *, limit: int = 10) -> str:
+def render_text(data: dict[str, Any], *, limit: Optional[int] = 10) -> str:
     """The text summary of a report dict."""
     previous = _root[0]
     _root[0] = (data.get("process") or {}).get("cwd") or None
@@ -361,11 +403,9 @@ def render_text(data: dict[str, Any], *, limit: int = 10) -> str:
         _root[0] = previous
 
 
-def _render_text(data: dict[str, Any], limit: int) -> str:
+def _headline(data: dict[str, Any], flagged: list[dict[str, Any]]) -> str:
     totals = data["totals"]
     config = data.get("config", {})
-    sites = data["sites"]
-    flagged = [s for s in sites if s["findings"]]
     window = config.get("window")
     window_text = f" within {window}s" if window else ""
     head = (
@@ -376,12 +416,36 @@ def _render_text(data: dict[str, Any], limit: int) -> str:
     )
     if "processes" in data:
         head += f"; merged from {len(data['processes'])} processes"
-    out = [head]
+    return head
+
+
+def _baseline_line(data: dict[str, Any]) -> list[str]:
+    baseline = data.get("baseline")
+    if not baseline:
+        return []
+    known = [s for s in data["sites"] if s.get("known")]
+    with_findings = sum(1 for s in known if s["findings"])
+    return [
+        f"baseline {short_path(baseline['file'])}: covered {_plural(len(known), 'known call site')}"
+        f" ({with_findings} with findings, which pass) of its {baseline['entries']}"
+    ]
+
+
+def _render_text(data: dict[str, Any], limit: Optional[int]) -> str:
+    totals = data["totals"]
+    config = data.get("config", {})
+    sites = data["sites"]
+    flagged = [s for s in sites if s["findings"] and not s.get("known")]
+    limit = len(flagged) if limit is None else limit
+    out = [_headline(data, flagged), *_baseline_line(data)]
     for site in flagged[:limit]:
         out.append("")
         out.extend(site_text(site))
     if len(flagged) > limit:
-        out.append(f"... and {len(flagged) - limit} more sites with findings (see the JSON report)")
+        out.append(
+            f"... and {len(flagged) - limit} more sites with findings "
+            "(see the JSON report, or --all)"
+        )
     quiet = [s for s in sites if not s["findings"]]
     if quiet and flagged:
         out.append("")
@@ -408,6 +472,59 @@ def _render_text(data: dict[str, Any], limit: int) -> str:
         if figures and flagged:
             out.append(f"process {process.get('pid')}: " + ", ".join(figures))
     return "\n".join(out) + "\n"
+
+
+# -- markdown ----------------------------------------------------------------
+
+
+def md_cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_site(site: dict[str, Any], against_baseline: bool) -> str:
+    where = f"`{md_cell(short_path(site['file']))}:{site['line']}` in `{md_cell(site['function'])}`"
+    modes = ", ".join(f"{m} {n}" for m, n in site["shutdown"].items() if n) or "-"
+    findings = ", ".join(site["findings"]) or "-"
+    row = f"| {where} | {findings} | {site['created']} | {site.get('peak_live', 0)} | {modes} |"
+    if not against_baseline:
+        return row
+    status = "known" if site.get("known") else "worse" if site.get("baseline_findings") else "new"
+    return f"| {status} {row}"
+
+
+def render_markdown(data: dict[str, Any], *, limit: Optional[int] = 10) -> str:
+    """The summary as Markdown: a headline, a table of sites, each one's text folded."""
+    previous = _root[0]
+    _root[0] = (data.get("process") or {}).get("cwd") or None
+    try:
+        sites = data["sites"]
+        flagged = [s for s in sites if s["findings"] and not s.get("known")]
+        known = [s for s in sites if s["findings"] and s.get("known")]
+        shown = flagged if limit is None else flagged[:limit]
+        out = [f"### {_headline(data, flagged)}", ""]
+        out.extend(f"{line}" for line in _baseline_line(data))
+        if _baseline_line(data):
+            out.append("")
+        if not flagged and not known:
+            out.append("No call site with findings.")
+            return "\n".join(out) + "\n"
+        against = "baseline" in data
+        head = "| call site | findings | created | peak live | shutdown |"
+        out.append(f"| baseline {head}" if against else head)
+        out.append("|---" * (6 if against else 5) + "|")
+        out.extend(_md_site(site, against) for site in [*shown, *known])
+        if len(shown) < len(flagged):
+            out.append("")
+            out.append(f"... and {len(flagged) - len(shown)} more sites with findings.")
+        for site in shown:
+            where = f"{short_path(site['file'])}:{site['line']} in {site['function']}"
+            out.extend(["", f"<details><summary>{md_cell(where)}</summary>", "", "```text"])
+            out.extend(site_text(site))
+            out.extend(["```", "", "</details>"])
+        return "\n".join(out) + "\n"
+    finally:
+        _root[0] = previous
 
 
 # -- files and merging -----------------------------------------------------
@@ -472,17 +589,22 @@ def validate(data: object, path: str) -> dict[str, Any]:
     return data
 
 
-def load(path: str) -> Report:
-    """Read and validate a report file."""
+def read_text(path: str) -> str:
+    """The text of a report (or baseline) file; :class:`ReportFileError` saying why not."""
     try:
         with open(path, encoding="utf-8") as stream:
-            text = stream.read()
+            return stream.read()
     except FileNotFoundError:
         raise ReportFileError(path, "no such file") from None
     except IsADirectoryError:
         raise ReportFileError(path, "is a directory") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ReportFileError(path, f"cannot read ({exc})") from None
+
+
+def load(path: str) -> Report:
+    """Read and validate a report file."""
+    text = read_text(path)
     if not text.strip():
         raise ReportFileError(path, "empty file")
     try:

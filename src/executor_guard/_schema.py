@@ -146,6 +146,28 @@ def _stacks(value: Any) -> Optional[str]:
     return None
 
 
+def _timeline(value: Any) -> Optional[str]:
+    if not isinstance(value, list):
+        return f"expected a list of [seconds, live] samples, got {type(value).__name__}"
+    for index, entry in enumerate(value):
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 2
+            or isinstance(entry[0], bool)
+            or not isinstance(entry[0], (int, float))
+            or isinstance(entry[1], bool)
+            or not isinstance(entry[1], int)
+        ):
+            return f"sample {index} is not [seconds, live pools]"
+    return None
+
+
+def _busiest_timeline(into: list[list[Any]], value: list[list[Any]]) -> list[list[Any]]:
+    """Processes' clocks differ: a merged site shows the timeline with the highest peak."""
+    peak = max((n for _, n in into), default=-1)
+    return value if max((n for _, n in value), default=-1) > peak else into
+
+
 def _findings(value: Any) -> Optional[str]:
     if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
         return "expected a list of finding names"
@@ -185,6 +207,9 @@ SITE_FIELDS: tuple[Field, ...] = (
     Field("file", _STR, _first, required=True),
     Field("line", _INT, _first, required=True),
     Field("function", _STR, _first, required=True),
+    # The site's source line, whitespace collapsed, read when the report is
+    # made: what a baseline and a diff know the site by once lines move.
+    Field("code", _optional(_STR), _first, default=lambda: None),
     Field("module", _STR, _first, default=str),
     Field("classes", _table, _add_tables, default=dict),
     Field("created", _INT, _sum, required=True),
@@ -201,6 +226,8 @@ SITE_FIELDS: tuple[Field, ...] = (
     Field("threads", _table, _add_tables, default=dict),
     Field("max_workers", _table, _add_tables, default=dict),
     Field("creator", _frame, _first),
+    # The creator's source line, as ``code`` is the site's.
+    Field("creator_code", _optional(_STR), _first, default=lambda: None),
     # The application frame the site is; None when the stack held no
     # application code (the site is then the creator, a library line).
     Field("app_frame", _optional(_frame), _first, default=lambda: None),
@@ -208,6 +235,8 @@ SITE_FIELDS: tuple[Field, ...] = (
     Field("ignored", _is(bool, "a boolean"), _any, default=bool),
     Field("stacks", _stacks, _merge_stacks, default=list),
     Field("stack_sampling", _table, _add_tables, default=dict),
+    # Samples of [seconds since start, live pools], bounded and thinned (the pile-up).
+    Field("timeline", _timeline, _busiest_timeline, default=list),
 )
 
 

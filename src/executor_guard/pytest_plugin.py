@@ -50,10 +50,11 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import pytest
 
-from . import _config
+from . import _config, _pyproject
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
+    from ._baseline import Baseline
     from ._guard import Guard
     from ._registry import Snapshot
     from ._report import Report
@@ -141,29 +142,49 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(spelling.ini, option.help, default=None)
 
 
-def _resolve(config: pytest.Config, spelling: _Spelling, notes: Optional[list[str]] = None) -> Any:
-    """An option's value: command line, then ini, then environment, then its default.
+def _resolve(
+    config: pytest.Config,
+    spelling: _Spelling,
+    notes: Optional[list[str]] = None,
+    file: Optional[_pyproject.Settings] = None,
+) -> Any:
+    """An option's value: command line, ini, environment, ``[tool.executor_guard]``, default.
 
     With ``notes`` given (the plugin was not enabled for the run), a bad
     environment value is not pytest's problem: it is noted and the default
     used, rather than stopping every run in an environment that has it.
+    A path (the baseline) is relative to where it was written: the
+    invocation directory for the command line and the environment, the ini
+    file's directory for ini, the ``pyproject.toml``'s for its table.
     """
     option = spelling.option
+    here = str(config.invocation_params.dir)
     given = config.getoption(spelling.ini)
     if given not in (None, "", []):
-        return option.parse(given, spelling.flag)
+        return _located(option, option.parse(given, spelling.flag), here)
     ini = config.getini(spelling.ini)
     if ini not in (None, "", []):
-        return option.parse(ini, f"ini option {spelling.ini}")
+        inifile = config.inipath
+        ini_dir = str(inifile.parent) if inifile is not None else str(config.rootpath)
+        return _located(option, option.parse(ini, f"ini option {spelling.ini}"), ini_dir)
     raw = _config.variable(option, os.environ)
     if raw is not None and option.env is not None:
         if notes is None:
-            return option.env_parse(raw, option.env)
+            return _located(option, option.env_parse(raw, option.env), here)
         try:
-            return option.env_parse(raw, option.env)
+            return _located(option, option.env_parse(raw, option.env), here)
         except ConfigError as error:
             notes.append(f"executor_guard: {error}; the pytest plugin uses the default")
+    if file is not None and option.name in file.values:
+        return file.values[option.name]
     return option.default
+
+
+def _located(option: _config.Option, value: Any, directory: str) -> Any:
+    """A file option's relative path made absolute against ``directory``."""
+    if option.name in _pyproject.PATHS and isinstance(value, str):
+        return os.path.join(directory, os.path.expanduser(value))
+    return value
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -187,13 +208,48 @@ class _Settings:
         #: Bad environment values ignored because the plugin is not enabled.
         self.notes: list[str] = []
         notes = None if self.enabled else self.notes
+        #: ``[tool.executor_guard]`` of the nearest pyproject.toml (a bad
+        #: key or value there is the project's mistake: a usage error).
+        self.file = _pyproject.discover(os.environ, str(config.invocation_params.dir))
         self.mode: str = _resolve(config, _MODE, notes)
         self.fail_session: bool = _resolve(config, _FAIL_SESSION, notes)
         #: Each test's configuration before its marker and mode apply.
         self.base = _config.Config(
-            **{spelling.option.name: _resolve(config, spelling, notes) for spelling in _PER_TEST}
+            **{
+                spelling.option.name: _resolve(config, spelling, notes, self.file)
+                for spelling in _PER_TEST
+            }
         )
         self.threshold = self.base.threshold
+        #: The baseline's known sites pass: they fail no test and no session.
+        self.baseline: Optional[Baseline] = None
+        if self.base.baseline is not None:
+            from ._baseline import cached
+            from ._report import ReportFileError
+
+            try:
+                self.baseline = cached(self.base.baseline)
+            except ReportFileError as error:
+                if self.enabled:
+                    raise ConfigError("baseline", self.base.baseline, str(error)) from None
+                self.notes.append(
+                    f"executor_guard: cannot read the baseline {error}; the plugin uses none"
+                )
+                self.base = self.base.replace(baseline=None)
+
+    def header(self, start: str) -> str:
+        """The session header's line: what the run is guarded with, and from where."""
+        base = self.base
+        window = f", window {base.window:g}s" if base.window is not None else ""
+        if self.baseline is not None:
+            baseline = f"{_pyproject.display(self.baseline.path, start)} "
+            baseline += f"({_sites(len(self.baseline))})"
+        else:
+            baseline = "none"
+        return (
+            f"executor_guard: mode {self.mode}, threshold {base.threshold}{window}, "
+            f"baseline {baseline}, config {self.file.describe(start)}"
+        )
 
 
 def _sites(count: int) -> str:
@@ -285,10 +341,13 @@ class _Plugin:
         # report's text only for a phase that fails.
         if not any(view["churn"] and not view["ignored"] for view in state.counts.views()):
             return []
+        baseline = self.settings.baseline
         return [
             site
             for site in state.counts.report().sites
-            if "churn" in site["findings"] and (site["file"], site["line"]) not in state.failed
+            if "churn" in site["findings"]
+            and (site["file"], site["line"]) not in state.failed
+            and not (baseline is not None and baseline.knows(site))
         ]
 
     def _phase(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -355,8 +414,11 @@ class _Plugin:
             sites = state.counts.final_views()
         except Exception:  # never break the run over the summary
             return
+        baseline = self.settings.baseline
         for view in sites:
             if view["ignored"]:
+                continue
+            if baseline is not None and baseline.knows_churn_at(_frame(view), view["creator"]):
                 continue
             site = {"file": view["file"], "line": view["line"], "function": view["function"]}
             self.add_site(site, item.nodeid, view["created"], _key(view))
@@ -389,8 +451,11 @@ class _Plugin:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        """The environment values the plugin ignored, one line each."""
-        return list(self.settings.notes)
+        """One line of settings when the plugin is enabled; the values it ignored, one each."""
+        lines = list(self.settings.notes)
+        if self.settings.enabled:
+            lines.insert(0, self.settings.header(str(config.invocation_params.dir)))
+        return lines
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if getattr(self.config, "workeroutput", None) is not None:
