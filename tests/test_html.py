@@ -118,3 +118,22 @@ def test_a_real_report_has_the_pile_up_in_its_timeline() -> None:
     assert lives == list(range(1, 9))  # each pool still running when the next is built
     page = _html.render(guard.report(process_figures=False).to_dict())
     assert "peak 8" in page
+
+
+def test_a_library_line_serving_several_application_lines_is_grouped() -> None:
+    library = {"file": "/venv/site-packages/lib/pools.py", "line": 40, "function": "run"}
+    sites = [
+        _site(function=f"caller{i}", line=10 + i, created=5 + i, findings=[], creator=library)
+        for i in range(8)
+    ]
+    sites.append(_site(function="alone", line=99))  # its own creator: no group
+    page = _html.render(_report(sites))
+    table = page.split('<table id="creators">')[1].split("</table>")[0]
+    assert table.count("<tr><td>") == 1
+    assert "lib/pools.py:40 in run" in table or "pools.py:40 in run" in table
+    assert f'<td class="n">{sum(5 + i for i in range(8))}</td>' in table
+    assert table.count('href="#site-') == 8
+
+
+def test_no_group_when_each_library_line_serves_one_application_line() -> None:
+    assert "creators" not in _html.render(_report([_site()]))

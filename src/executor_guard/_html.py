@@ -123,6 +123,7 @@ def _render(data: dict[str, Any]) -> str:
         f'<p class="summary" id="summary">{_e(_summary(data))}</p>',
     ]
     parts.extend(_processes(data))
+    parts.extend(_creator_groups(sites))
     parts.append(_filters())
     parts.append(_table(sites))
     shown = _sections_shown(sites)
@@ -175,6 +176,52 @@ def _processes(data: dict[str, Any]) -> list[str]:
         )
     rows.append("</tbody></table>")
     return rows
+
+
+def creator_groups(sites: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[int]]]:
+    """Library lines that built pools for several application lines: ``(creator, site indexes)``.
+
+    Each application line may stay under the threshold while the library line
+    builds many pools in all: the group shows the pattern. Largest first.
+    """
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    creators: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for index, site in enumerate(sites):
+        creator = site.get("creator")
+        if not isinstance(creator, dict):
+            continue
+        where = (creator.get("file"), creator.get("line"))
+        if where == (site.get("file"), site.get("line")):
+            continue
+        groups.setdefault(where, []).append(index)
+        creators.setdefault(where, creator)
+    found = [(creators[key], members) for key, members in groups.items() if len(members) > 1]
+    found.sort(key=lambda group: -sum(int(sites[i].get("created", 0)) for i in group[1]))
+    return found
+
+
+def _creator_groups(sites: list[dict[str, Any]]) -> list[str]:
+    groups = creator_groups(sites)
+    if not groups:
+        return []
+    parts = [
+        "<h2>Grouped by creator</h2>",
+        '<table id="creators"><thead><tr><th>library line</th><th>created</th>'
+        "<th>application lines</th></tr></thead><tbody>",
+    ]
+    for creator, members in groups:
+        where = f"{short_path(str(creator.get('file')))}:{creator.get('line')}"
+        total = sum(int(sites[i].get("created", 0)) for i in members)
+        lines = "<br>".join(
+            f'<a href="#site-{i}">{_e(_location(sites[i]))}</a> ({_e(sites[i].get("created", 0))})'
+            for i in members
+        )
+        parts.append(
+            f"<tr><td><code>{_e(where)} in {_e(creator.get('function'))}</code></td>"
+            f'<td class="n">{total}</td><td>{lines}</td></tr>'
+        )
+    parts.append("</tbody></table>")
+    return parts
 
 
 def _filters() -> str:
