@@ -796,20 +796,31 @@ class _Run:
 
 def fail_on_line(report: Any, level: str) -> Optional[str]:
     """The one line that explains exit status 3, or None when ``report`` passes ``level``."""
-    from ._report import short_path
+    from ._report import group_location, short_path
 
     flagged = report.flagged(level)
-    if not flagged:
+    # A library line churning for several call sites together is churn too.
+    groups = report.flagged_groups()
+    if not flagged and not groups:
         return None
-    noun = "call site" if len(flagged) == 1 else "call sites"
-    names = [f"{short_path(s['file'])}:{s['line']} in {s['function']}" for s in flagged[:5]]
-    more = f" and {len(flagged) - 5} more" if len(flagged) > 5 else ""
-    return (
-        f"exit status {EXIT_FINDINGS}: {len(flagged)} {noun} with "
-        f"{'churn' if level == 'churn' else 'findings'} (--fail-on {level}): "
-        + ", ".join(names)
-        + more
-    )
+    parts = []
+    if flagged:
+        noun = "call site" if len(flagged) == 1 else "call sites"
+        names = [f"{short_path(s['file'])}:{s['line']} in {s['function']}" for s in flagged[:5]]
+        more = f" and {len(flagged) - 5} more" if len(flagged) > 5 else ""
+        label = f"{len(flagged)} {noun} with {'churn' if level == 'churn' else 'findings'}"
+        parts.append((label, ", ".join(names) + more))
+    if groups:
+        noun = "library line" if len(groups) == 1 else "library lines"
+        names = [
+            f"{group_location(g)} ({g['created']} pools from {len(g['sites'])} call sites)"
+            for g in groups[:5]
+        ]
+        more = f" and {len(groups) - 5} more" if len(groups) > 5 else ""
+        parts.append((f"{len(groups)} {noun} churning across call sites", ", ".join(names) + more))
+    (label, names_text), *rest = parts
+    tail = "".join(f"; {other}: {text}" for other, text in rest)
+    return f"exit status {EXIT_FINDINGS}: {label} (--fail-on {level}): {names_text}{tail}"
 
 
 def _refuse(refused: _NotStarted) -> int:

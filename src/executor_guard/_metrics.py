@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     AttributeValue = Union[str, int]
     Attributes = dict[str, AttributeValue]
 
-#: The instruments' names (PRODUCT.md, "Metrics for fleets").
+#: The instruments' names (README, "Metrics for fleets").
 CREATED = "executor_guard.pools.created"
 LIVE = "executor_guard.pools.live"
 PEAK_LIVE = "executor_guard.pools.peak_live"

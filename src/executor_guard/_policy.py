@@ -74,14 +74,17 @@ class Crossing:
 
 def message(crossing: Crossing, config: Config, site: Optional[dict[str, Any]] = None) -> str:
     """The one-paragraph explanation used by every mode."""
+    from ._hints import hint
+    from ._schema import findings
+
     site = crossing.view() if site is None else site
     names = _class_names(site)
+    advice = hint(site, findings(site) or ["churn"])
     if crossing.refused:
         return (
             f"refused to create another {names} at {_location(site)}: "
             f"{crossing.attempt} attempts there{_scope(config)} "
-            f"(threshold {config.threshold}, mode raise); "
-            f"create one pool and reuse it, or use a `with` block around a long-lived one"
+            f"(threshold {config.threshold}, mode raise); {advice}"
         )
     pending = (
         f"; {site['nowait_pending']} shut down with wait=False while work was pending"
@@ -90,13 +93,13 @@ def message(crossing: Crossing, config: Config, site: Optional[dict[str, Any]] =
     )
     return (
         f"{names} created {site['created']} times at {_location(site)}{_scope(config)} "
-        f"(threshold {config.threshold}); shutdown: {_modes(site)}{pending}; "
-        f"create one pool and reuse it instead of one per call"
+        f"(threshold {config.threshold}); shutdown: {_modes(site)}{pending}; {advice}"
     )
 
 
 def event(crossing: Crossing, config: Config) -> dict[str, Any]:
     """The structured ``executor_churn`` event (JSON-ready)."""
+    from ._hints import hint
     from ._process import figures
     from ._schema import findings, rate_per_min
 
@@ -121,6 +124,7 @@ def event(crossing: Crossing, config: Config) -> dict[str, Any]:
         "nowait_pending": site["nowait_pending"],
         "threads": site["threads"],
         "findings": findings(site),
+        "hint": hint(site, findings(site) or ["churn"]),
         "stack": [f"{file}:{line} in {function}" for file, line, function in stack],
     }
     process = figures()

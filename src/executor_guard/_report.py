@@ -18,8 +18,17 @@ from typing import Any, Optional
 
 from ._callsite import APP, classifier
 from ._config import Config
+from ._hints import hint, library_creator, library_path
 from ._registry import MAX_SITES, Snapshot
-from ._schema import FINDINGS, SHUTDOWN_MODES, SITE_FIELDS, findings, rate_per_min, site_key
+from ._schema import (
+    BLOCK_FIELDS,
+    FINDINGS,
+    SHUTDOWN_MODES,
+    SITE_FIELDS,
+    findings,
+    rate_per_min,
+    site_key,
+)
 from ._version import __version__
 from .exceptions import ExecutorGuardError
 
@@ -88,6 +97,7 @@ _WRITERS: dict[str, Any] = {
 _DERIVED: dict[str, Any] = {
     "rate_per_min": rate_per_min,
     "findings": findings,
+    "hint": lambda view: hint(view, findings(view)),
     "code": lambda view: source_code(view["file"], view["line"]),
     "creator_code": lambda view: source_code(view["creator"][0], view["creator"][1]),
 }
@@ -104,6 +114,74 @@ def _site_dict(view: dict[str, Any]) -> dict[str, Any]:
         write = _WRITERS.get(name)
         site[name] = write(view[name]) if write is not None else view[name]
     return site
+
+
+def _frame_key(frame: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return (frame.get("file"), frame.get("line"), frame.get("function"))
+
+
+def by_creator(sites: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Library lines that built pools for several application lines, with their totals.
+
+    Each line alone may stay under the threshold (43 pools from 8 test lines
+    through one library line): the group is what the user has to fix. A group
+    is ``churn`` when its attempts reach the threshold, and with a window
+    when they all fell within one window. Ignored sites take no part.
+    Derived from the sites alone, so a loaded or merged report recomputes it.
+    """
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for site in sites:
+        creator = library_creator(site)
+        if creator is None or site.get("ignored"):
+            continue
+        groups.setdefault(creator, []).append(site)
+    threshold, window = config.get("threshold"), config.get("window")
+    result = []
+    for (file, line, function), members in groups.items():
+        if len(members) < 2:
+            continue
+        attempts = sum(m["created"] + m.get("refused", 0) for m in members)
+        span = max(m["last_at"] for m in members) - min(m["first_at"] for m in members)
+        churn = (
+            isinstance(threshold, int)
+            and attempts >= threshold
+            and (window is None or (isinstance(window, (int, float)) and span <= window))
+        )
+        found = ["churn"] if churn else []
+        evidence: dict[str, Any] = {
+            "file": None,
+            "line": None,
+            "creator": {"file": file, "line": line, "function": function},
+            "classes": {},
+            "shutdown": {},
+            "threads": {},
+        }
+        for member in members:
+            for table in ("classes", "shutdown", "threads"):
+                for key, count in member[table].items():
+                    evidence[table][key] = evidence[table].get(key, 0) + count
+        members = sorted(members, key=lambda m: (-m["created"], m["file"], m["line"]))
+        result.append(
+            {
+                "creator": {"file": file, "line": line, "function": function},
+                "created": sum(m["created"] for m in members),
+                "refused": sum(m.get("refused", 0) for m in members),
+                "sites": [
+                    {
+                        "file": m["file"],
+                        "line": m["line"],
+                        "function": m["function"],
+                        "created": m["created"],
+                        "findings": m["findings"],
+                    }
+                    for m in members
+                ],
+                "findings": found,
+                "hint": hint(evidence, found),
+            }
+        )
+    result.sort(key=lambda g: (-(g["created"] + g["refused"]), str(g["creator"]["file"])))
+    return result
 
 
 def build(
@@ -139,6 +217,7 @@ def build(
             "overflow_creations": snapshot.overflow,
         },
         "sites": sites,
+        "by_creator": by_creator(sites, config_block),
     }
 
 
@@ -165,6 +244,19 @@ class Report:
         if level == "churn":
             return [s for s in sites if "churn" in s["findings"]]
         return [s for s in sites if s["findings"]]
+
+    def flagged_groups(self) -> list[dict[str, Any]]:
+        """``by_creator`` groups that churn, unless a baseline knows every site of theirs.
+
+        Groups only ever have ``churn``, so they count at ``--fail-on churn``
+        and ``any`` alike.
+        """
+        known = {site_key(s)[:3] for s in self.sites if s.get("known")}
+        return [
+            group
+            for group in self._data.get("by_creator") or []
+            if group["findings"] and not all(_frame_key(m) in known for m in group["sites"])
+        ]
 
     def site(self, file: str, line: Optional[int] = None) -> Optional[dict[str, Any]]:
         """The first site whose file ends with ``file`` (and at ``line`` if given)."""
@@ -238,7 +330,12 @@ def short_path(path: str, root: Optional[str] = None) -> str:
 
     While a report renders, the root is the directory its process started in,
     so a program that changed directory does not change how its paths read.
+    Library and stdlib files read from their package root
+    (``asyncio/base_events.py``, ``flask/app.py``) wherever they are installed.
     """
+    library = library_path(path)
+    if library is not None:
+        return library
     try:
         relative = os.path.relpath(path, root or _root[0] or os.curdir)
     except (ValueError, OSError):
@@ -369,6 +466,10 @@ def _stacks(site: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _hint(site: dict[str, Any]) -> list[str]:
+    return [f"    hint: {site['hint']}"] if site.get("hint") else []
+
+
 #: The text summary's lines of a site, by the schema field that leads them;
 #: they are written in the schema's order.
 _TEXT: dict[str, Any] = {
@@ -379,6 +480,7 @@ _TEXT: dict[str, Any] = {
     "threads": _threads,
     "max_workers": _max_workers,
     "creator": _creator,
+    "hint": _hint,
     "stacks": _stacks,
 }
 
@@ -414,8 +516,16 @@ def _headline(data: dict[str, Any], flagged: list[dict[str, Any]]) -> str:
         f"{len(flagged)} with findings (mode {config.get('mode')}, "
         f"threshold {config.get('threshold')}{window_text})"
     )
+    groups = len(Report(data).flagged_groups())
+    if groups:
+        head += f"; {_plural(groups, 'library line')} churning across call sites"
     if "processes" in data:
         head += f"; merged from {len(data['processes'])} processes"
+        differs = data.get("config_differs") or []
+        if differs:
+            head += (
+                f" whose configurations differ ({', '.join(differs)}; the first report's is shown)"
+            )
     return head
 
 
@@ -429,6 +539,35 @@ def _baseline_line(data: dict[str, Any]) -> list[str]:
         f"baseline {short_path(baseline['file'])}: covered {_plural(len(known), 'known call site')}"
         f" ({with_findings} with findings, which pass) of its {baseline['entries']}"
     ]
+
+
+def group_location(group: dict[str, Any]) -> str:
+    """A ``by_creator`` group's library line, as the text shows it."""
+    creator = group["creator"]
+    return f"{short_path(creator['file'])}:{creator['line']} in {creator['function']}"
+
+
+def _groups_text(data: dict[str, Any], limit: Optional[int]) -> list[str]:
+    """The summary's section on library lines that churn for several call sites together."""
+    groups = Report(data).flagged_groups()
+    out: list[str] = []
+    for group in groups:
+        members = group["sites"]
+        out.append("")
+        out.append(
+            f"[churn] {group['created']} pools built at {group_location(group)} "
+            f"for {_plural(len(members), 'call site')} together "
+            f"(threshold {data.get('config', {}).get('threshold')})"
+        )
+        shown = members if limit is None else members[: max(limit, 1)]
+        for member in shown:
+            where = f"{short_path(member['file'])}:{member['line']} in {member['function']}"
+            out.append(f"    {member['created']} x {where}")
+        if len(shown) < len(members):
+            out.append(f"    ... and {len(members) - len(shown)} more call sites")
+        if group.get("hint"):
+            out.append(f"    hint: {group['hint']}")
+    return out
 
 
 def _render_text(data: dict[str, Any], limit: Optional[int]) -> str:
@@ -446,6 +585,7 @@ def _render_text(data: dict[str, Any], limit: Optional[int]) -> str:
             f"... and {len(flagged) - limit} more sites with findings "
             "(see the JSON report, or --all)"
         )
+    out.extend(_groups_text(data, limit))
     quiet = [s for s in sites if not s["findings"]]
     if quiet and flagged:
         out.append("")
@@ -565,6 +705,26 @@ def validate(data: object, path: str) -> dict[str, Any]:
             raise ReportFileError(
                 path, f"malformed report: {key!r} missing or not a {kind.__name__}"
             )
+    for block, checks in BLOCK_FIELDS.items():
+        for key, check in checks.items():
+            if key in data[block]:
+                problem = check(data[block][key])
+                if problem is not None:
+                    raise ReportFileError(path, f"malformed report: {block}.{key}: {problem}")
+    processes = data.get("processes")
+    if processes is not None and (
+        not isinstance(processes, list) or not all(isinstance(p, dict) for p in processes)
+    ):
+        raise ReportFileError(path, "malformed report: processes: expected a list of objects")
+    baseline = data.get("baseline")
+    if baseline is not None and not (
+        isinstance(baseline, dict)
+        and isinstance(baseline.get("file"), str)
+        and isinstance(baseline.get("entries"), int)
+    ):
+        raise ReportFileError(
+            path, "malformed report: baseline: expected an object with 'file' and 'entries'"
+        )
     for index, site in enumerate(data["sites"]):
         if not isinstance(site, dict):
             raise ReportFileError(path, f"malformed report: sites[{index}] is not an object")
@@ -582,6 +742,11 @@ def validate(data: object, path: str) -> dict[str, Any]:
                 raise ReportFileError(
                     path, f"malformed report: sites[{index}].{field.name}: {problem}"
                 )
+    for site in data["sites"]:
+        if site.get("hint") is None:  # a report from before hints: derive them now
+            site["hint"] = hint(site, site["findings"])
+    # Derived from the sites: recomputed rather than trusted (or validated twice).
+    data["by_creator"] = by_creator(data["sites"], data["config"])
     totals = data["totals"]
     totals.setdefault("pools", sum(site["created"] for site in data["sites"]))
     totals.setdefault("sites", len(data["sites"]))
@@ -616,9 +781,18 @@ def load(path: str) -> Report:
 
 def merge(reports: Sequence[Report]) -> Report:
     """Merge reports (one per process) by call site; one report is returned as is."""
-    if len(reports) == 1:
-        return reports[0]
-    datas = [r.to_dict() for r in reports]
+    datas: list[dict[str, Any]] = []
+    seen: set[tuple[Any, Any]] = set()
+    for report in reports:
+        data = report.to_dict()
+        process = data.get("process") or {}
+        identity = (process.get("pid"), process.get("started_at"))
+        if None not in identity and identity in seen:
+            continue  # the same process's report given twice counts once
+        seen.add(identity)
+        datas.append(data)
+    if len(datas) == 1:
+        return Report(datas[0])
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for data in datas:
         for site in data["sites"]:
@@ -650,16 +824,30 @@ def merge(reports: Sequence[Report]) -> Report:
             and "churn" not in site["findings"]
         ):
             site["findings"] = ["churn", *site["findings"]]
+        site["hint"] = hint(site, site["findings"])
     sites = sorted(
         merged.values(), key=lambda s: (-(s["created"] + s.get("refused", 0)), s["file"], s["line"])
     )
     first = datas[0]
+    processes = [d["process"] for d in datas]
+    stamps = sorted(
+        str(p[key]) for p in processes for key in ("started_at", "reported_at") if p.get(key)
+    )
     result = {
         "schema": SCHEMA,
         "tool": {"name": "executor_guard", "version": __version__},
-        "process": first["process"],
-        "processes": [d["process"] for d in datas],
+        # A merge has no one process: say so, with what it was merged from.
+        "process": {
+            "merged": True,
+            "processes": len(processes),
+            "pids": [p.get("pid") for p in processes],
+            "started_at": stamps[0] if stamps else None,
+            "reported_at": stamps[-1] if stamps else None,
+            "cwd": first["process"].get("cwd"),
+        },
+        "processes": processes,
         "config": first["config"],
+        "config_differs": _config_differences(datas),
         "totals": {
             "pools": sum(d["totals"].get("pools", 0) for d in datas),
             "refused": sum(d["totals"].get("refused", 0) for d in datas),
@@ -668,8 +856,23 @@ def merge(reports: Sequence[Report]) -> Report:
             "overflow_creations": sum(d["totals"].get("overflow_creations", 0) for d in datas),
         },
         "sites": sites,
+        "by_creator": by_creator(sites, first["config"]),
     }
     return Report(result)
+
+
+def _config_differences(datas: list[dict[str, Any]]) -> list[str]:
+    """The configuration keys whose values differ between the merged reports."""
+    keys: list[str] = []
+    for data in datas:
+        for key in data["config"]:
+            if key not in keys:
+                keys.append(key)
+    return [
+        key
+        for key in keys
+        if len({json.dumps(d["config"].get(key), sort_keys=True) for d in datas}) > 1
+    ]
 
 
 def load_all(paths: Iterable[str]) -> Report:

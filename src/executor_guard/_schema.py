@@ -232,12 +232,59 @@ SITE_FIELDS: tuple[Field, ...] = (
     # application code (the site is then the creator, a library line).
     Field("app_frame", _optional(_frame), _first, default=lambda: None),
     Field("findings", _findings, _union_findings, required=True),
+    # What to do, one sentence chosen from the evidence (``_hints``); None
+    # without findings. Recomputed after a merge, and for files that lack it.
+    Field("hint", _optional(_STR), _first, default=lambda: None),
     Field("ignored", _is(bool, "a boolean"), _any, default=bool),
     Field("stacks", _stacks, _merge_stacks, default=list),
     Field("stack_sampling", _table, _add_tables, default=dict),
     # Samples of [seconds since start, live pools], bounded and thinned (the pile-up).
     Field("timeline", _timeline, _busiest_timeline, default=list),
 )
+
+
+_OPT_INT = _optional(_INT)
+_OPT_STR = _optional(_STR)
+_OPT_NUMBER = _optional(_NUMBER)
+
+
+def _strings(value: Any) -> Optional[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return "expected a list of strings"
+    return None
+
+
+#: The report's other blocks: ``{block: {key: check}}``. A key may be absent
+#: (older reports, other writers); present, it must have its type, since the
+#: summary, the merge and ``--fail-on`` read it.
+BLOCK_FIELDS: dict[str, dict[str, Callable[[Any], Optional[str]]]] = {
+    "process": {
+        "pid": _OPT_INT,
+        "argv": _optional(_strings),
+        "python": _OPT_STR,
+        "cwd": _OPT_STR,
+        "started_at": _OPT_STR,
+        "reported_at": _OPT_STR,
+        "threads": _OPT_INT,
+        "peak_threads": _OPT_INT,
+        "rss_bytes": _OPT_INT,
+        "fds": _OPT_INT,
+    },
+    "config": {
+        "mode": _OPT_STR,
+        "threshold": _OPT_INT,
+        "window": _OPT_NUMBER,
+        "stack_depth": _OPT_INT,
+        "max_sites": _OPT_INT,
+    },
+    "totals": {
+        "pools": _INT,
+        "refused": _INT,
+        "sites": _INT,
+        "sites_with_findings": _INT,
+        "overflow_creations": _INT,
+    },
+}
 
 
 def site_key(site: dict[str, Any]) -> tuple[Any, ...]:
