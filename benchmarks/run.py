@@ -89,7 +89,7 @@ TARGETS: dict[str, tuple[str, str]] = {
         "the registry stops at `MAX_SITES`; `totals.overflow_creations` counts the rest",
     ),
     "metrics_on_off": (
-        "7. Metrics on: the tight loop with `metrics=\"otel\"` and an SDK collecting every 100 ms",
+        '7. Metrics on: the tight loop with `metrics="otel"` and an SDK collecting every 100 ms',
         "on ÷ off ≤ 1.05× (each variant in its own processes, rotated; median per-round ratios)",
     ),
     "workload_guard": (

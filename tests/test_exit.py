@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 import pytest
 
-from executor_guard import _exit
+import executor_guard
+from executor_guard import ConfigError, _exit
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -374,3 +375,101 @@ def test_a_real_signal_dumps_the_report_and_chains_the_hosts_handler(tmp_path: P
     [dump] = tmp_path.glob("dump-*.json")
     assert json.loads(dump.read_text())["totals"]["pools"] == 1
     assert f"report written to {dump} on signal {int(signal.SIGUSR1)}" in result.stderr
+
+
+# -- the endings asked for through install() -----------------------------------------
+
+
+def test_install_report_path_writes_the_report_at_exit(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        """
+        import os
+        import executor_guard
+        from concurrent.futures import ThreadPoolExecutor
+
+        executor_guard.install(report_path="out.json")
+        os.mkdir("elsewhere")
+        os.chdir("elsewhere")  # the path was resolved when install() was called
+        ThreadPoolExecutor(1).shutdown()
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out.json").read_text())["totals"]["pools"] == 1
+
+
+def test_install_refuses_a_report_path_it_cannot_write(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        executor_guard.install(report_path=str(tmp_path / "missing" / "r.json"))
+    assert raised.value.source == "report_path="
+    assert "does not exist" in str(raised.value)
+    assert not executor_guard.is_installed()
+
+
+def test_install_dump_signal_dumps_and_the_process_lives_until_uninstall(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        """
+        import os, signal, threading, time
+        import executor_guard
+        from concurrent.futures import ThreadPoolExecutor
+
+        executor_guard.install(dump_signal="USR1", report_path="dump.json")
+        ThreadPoolExecutor(1).shutdown()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        deadline = time.monotonic() + 60
+        while not os.path.exists("dump.json") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for thread in threading.enumerate():
+            if thread.name == "executor_guard-dump":
+                thread.join()
+        print("alive", flush=True)
+        executor_guard.uninstall()
+        print(signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL, flush=True)
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "alive\nTrue\n"
+    assert json.loads((tmp_path / "dump.json").read_text())["totals"]["pools"] == 1
+
+
+def test_install_refuses_signal_handlers_outside_the_main_thread() -> None:
+    errors: list[BaseException] = []
+
+    def install() -> None:
+        try:
+            executor_guard.install(dump_signal="USR2")
+        except ConfigError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=install)
+    thread.start()
+    thread.join()
+    [error] = errors
+    assert "main thread" in str(error) and "dump_signal=" in str(error)
+    assert not executor_guard.is_installed()
+
+
+def test_install_refuses_fail_on_which_only_a_launcher_can_carry_out() -> None:
+    with pytest.raises(ConfigError, match=r"fail_on=.*exit status"):
+        executor_guard.install(fail_on="churn")
+    executor_guard.install(fail_on="never")  # the default is no request at all
+    assert executor_guard.is_installed()
+
+
+def test_install_sigterm_reports_before_sigterm_ends_the_process(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        """
+        import os, signal, time
+        import executor_guard
+        from concurrent.futures import ThreadPoolExecutor
+
+        executor_guard.install(sigterm=True, report_path="term.json")
+        ThreadPoolExecutor(1).shutdown()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        """,
+    )
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    assert json.loads((tmp_path / "term.json").read_text())["totals"]["pools"] == 1

@@ -13,6 +13,7 @@ import pytest
 
 import executor_guard
 from executor_guard import Report, ReportFileError, _report
+from executor_guard._report import merge, validate
 
 pytestmark = pytest.mark.filterwarnings("ignore::executor_guard.ExecutorChurnWarning")
 
@@ -80,11 +81,15 @@ def test_to_dict_has_every_stable_key_of_the_product_schema() -> None:
     }
     assert set(site["shutdown"]) == {"context", "wait", "nowait", "never", "open"}
     assert site["created"] == 12 and data["sites"][1]["created"] == 1
-    assert site["rate_per_min"] > 0
+    # Twelve pools within milliseconds are a burst: no per-minute rate for it.
+    assert site["last_at"] - site["first_at"] < 1 and site["rate_per_min"] is None
     assert 0 <= site["first_at"] <= site["last_at"]
     for stack in site["stacks"]:
         assert stack["count"] >= 1
-        assert all(set(f) == {"file", "line", "function", "app"} for f in stack["frames"])
+        for frame in stack["frames"]:
+            # Application frames keep their source line as the process read it.
+            keys = {"file", "line", "function", "app"} | ({"source"} if frame["app"] else set())
+            assert set(frame) == keys
     json.dumps(data)  # JSON-ready
 
 
@@ -131,12 +136,12 @@ def test_write_json_failure_leaves_no_temporary_file(tmp_path: Path) -> None:
     ("content", "problem"),
     [
         ("", "empty file"),
-        ('{"schema": 1, "tool": {"name": "exec', "not valid JSON"),
+        ('{"schema": 1, "tool": {"name": "executor_guard"}, "tool": {"name": "exec', "not valid JSON"),
         ("[1, 2, 3]", "a JSON list"),
         ('{"hello": "world"}', "no 'schema' and 'tool' keys"),
-        ('{"schema": 1, "tool": {"name": "coverage"}}', "tool 'coverage'"),
+        ('{"schema": 1, "tool": {"name": "executor_guard"}, "tool": {"name": "coverage"}}', "tool 'coverage'"),
         ('{"schema": 99, "tool": {"name": "executor_guard"}}', "schema 99 is newer"),
-        ('{"schema": 1, "tool": {"name": "executor_guard"}}', "'process' missing"),
+        ('{"schema": 1, "tool": {"name": "executor_guard"}, "tool": {"name": "executor_guard"}}', "'process' missing"),
     ],
 )
 def test_load_rejects_files_that_are_not_reports(
@@ -216,7 +221,7 @@ def test_a_report_with_only_the_required_fields_renders(tmp_path: Path) -> None:
     """Optional fields a file leaves out are read as their schema defaults, never a KeyError."""
     site = {"file": "a.py", "line": 1, "function": "f", "created": 3}
     site.update(shutdown={"wait": 3}, findings=["churn"])
-    minimal = {"schema": 1, "tool": {"name": "executor_guard"}, "process": {}, "config": {}}
+    minimal = {"schema": 1, "tool": {"name": "executor_guard"}, "tool": {"name": "executor_guard"}, "process": {}, "config": {}}
     minimal.update(totals={}, sites=[site])
     path = tmp_path / "minimal.json"
     path.write_text(json.dumps(minimal))
@@ -225,3 +230,78 @@ def test_a_report_with_only_the_required_fields_renders(tmp_path: Path) -> None:
     assert report.sites[0]["stacks"] == []
     assert report.to_dict()["totals"]["pools"] == 3
     assert "[churn] a.py:1 in f" in report.to_text()
+
+
+def test_a_rate_is_given_only_for_creations_spread_over_a_second() -> None:
+    from executor_guard._schema import MIN_RATE_SECONDS, rate_per_min
+
+    burst = {"created": 60, "refused": 0, "first_at": 0.0, "last_at": 0.003}
+    assert rate_per_min(burst) is None  # not 1.2 million a minute
+    spread = dict(burst, last_at=MIN_RATE_SECONDS * 2)
+    assert rate_per_min(spread) == 60 * 60 / (MIN_RATE_SECONDS * 2)
+    assert rate_per_min(dict(spread, created=1)) is None
+
+
+def test_merged_times_count_from_the_earliest_process_start() -> None:
+    def report(pid: int, started: str, first: float, last: float) -> Report:
+        site = {
+            "file": "/app/jobs.py",
+            "line": 5,
+            "function": "f",
+            "created": 6,
+            "shutdown": {"nowait": 6},
+            "findings": [],
+            "first_at": first,
+            "last_at": last,
+            "timeline": [[first, 1], [last, 2]],
+        }
+        data = {
+            "schema": 1, "tool": {"name": "executor_guard"},
+            "process": {"pid": pid, "started_at": started},
+            "config": {"threshold": 100},
+            "totals": {"pools": 6},
+            "sites": [site],
+        }
+        return Report(validate(data, f"r{pid}.json"))
+
+    # The second process started 30 s after the first; each counts from its own start.
+    merged = merge(
+        [
+            report(1, "2026-01-01T00:00:00+00:00", 0.5, 0.6),
+            report(2, "2026-01-01T00:00:30+00:00", 0.5, 0.6),
+        ]
+    ).to_dict()
+    [site] = merged["sites"]
+    assert (site["first_at"], site["last_at"]) == (0.5, 30.6)
+    assert site["rate_per_min"] == round(12 * 60 / 30.1, 1)
+    assert merged["process"]["started_at"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_merged_sites_get_no_rate_when_a_start_time_is_missing() -> None:
+    def data(pid: int, process: dict[str, object]) -> dict[str, object]:
+        return {
+            "schema": 1, "tool": {"name": "executor_guard"},
+            "process": dict(process, pid=pid),
+            "config": {"threshold": 100},
+            "totals": {"pools": 6},
+            "sites": [
+                {
+                    "file": "/a.py",
+                    "line": 1,
+                    "function": "f",
+                    "created": 6,
+                    "shutdown": {"nowait": 6},
+                    "findings": [],
+                    "first_at": 0.0,
+                    "last_at": 9.0,
+                }
+            ],
+        }
+
+    merged = merge(
+        [
+            Report(validate(data(1, {"started_at": "2026-01-01T00:00:00+00:00"}), "a")),
+            Report(validate(data(2, {}), "b")),
+        ]
+    ).to_dict()
+    assert merged["sites"][0]["rate_per_min"] is None

@@ -636,6 +636,86 @@ def locate(
     return creator, creator
 
 
+def module_names(file: str, name: str) -> list[str]:
+    """The dotted names code in ``file`` is known by, however the program was started.
+
+    ``name`` is the module's ``__name__``; a script's ``__main__`` is also known
+    by its package path (``svc/jobs.py`` in packages ``svc`` is ``svc.jobs``)
+    and by its path below the working directory or a ``sys.path`` entry, so
+    an ``ignore`` pattern ``svc.jobs.on_event`` matches under ``python
+    svc/jobs.py``, ``python -m svc.jobs`` and an import alike.
+    """
+    names = [name] if name else []
+    if not file.endswith(".py") or not os.path.isabs(file):
+        return names
+    stem = file[:-3]
+    directory, base = os.path.split(stem)
+    parts = [] if base == "__init__" else [base]
+    while os.path.isfile(os.path.join(directory, "__init__.py")):
+        directory, package = os.path.split(directory)
+        parts.insert(0, package)
+    if parts:
+        names.append(".".join(parts))
+    try:
+        roots = [os.getcwd(), *sys.path]
+    except OSError:  # the working directory was removed
+        roots = [entry for entry in sys.path if entry]
+    for root in roots:
+        root = os.path.normpath(os.path.join(roots[0], root)) if not os.path.isabs(root) else root
+        if stem.startswith(root.rstrip(os.sep) + os.sep):
+            dotted = stem[len(root.rstrip(os.sep)) + 1 :].replace(os.sep, ".")
+            if dotted.endswith(".__init__"):
+                dotted = dotted[: -len(".__init__")]
+            names.append(dotted)
+    return list(dict.fromkeys(n for n in names if n and n != "__main__")) or names
+
+
+def ignore_matcher(patterns: tuple[str, ...]) -> Optional[re.Pattern[str]]:
+    """One regular expression for every ``ignore`` glob (compiled at install, not per pool).
+
+    Each pattern is a named group, so a report can say which patterns never
+    matched. A relative pattern (``svc/jobs.py:8``, as reports print
+    locations) also matches at any directory boundary of an absolute path.
+    """
+    if not patterns:
+        return None
+    import fnmatch
+
+    alternatives = []
+    for index, pattern in enumerate(patterns):
+        globs = [pattern]
+        if not pattern.startswith(("/", "*")):
+            globs.append("*/" + pattern)
+        body = "|".join(fnmatch.translate(glob) for glob in globs)
+        alternatives.append(f"(?P<p{index}>{body})")
+    return re.compile("|".join(alternatives))
+
+
+def matched_patterns(matcher: re.Pattern[str], key: Frame, module: str) -> set[int]:
+    """The indexes of the ``ignore`` patterns that match this site."""
+    matched: set[int] = set()
+    for candidate in _ignore_candidates(key, module):
+        found = matcher.match(candidate)
+        if found is not None:
+            matched.update(
+                int(name[1:]) for name, text in found.groupdict().items() if text is not None
+            )
+    return matched
+
+
+def _ignore_candidates(key: Frame, module: str) -> list[str]:
+    """What a pattern is matched against: ``path:line``, the path, its name, ``module.function``."""
+    file, line, function = key
+    candidates = [f"{file}:{line}", file, os.path.basename(file)]
+    candidates += [f"{name}.{function}" for name in module_names(file, module)]
+    return candidates
+
+
+def matches_ignore(matcher: re.Pattern[str], key: Frame, module: str) -> bool:
+    """Whether any ``ignore`` pattern matches this site."""
+    return any(matcher.match(candidate) for candidate in _ignore_candidates(key, module))
+
+
 def describe(frame: FrameType) -> Frame:
     """The recorded form of one frame."""
     code = frame.f_code

@@ -84,9 +84,93 @@ def options_given(
     return given
 
 
+_EXIT_STATUSES = f"""\
+exit status:
+  the program's own status, or
+  {EXIT_USAGE}  bad options, a report path that cannot be written, unreadable input
+  {EXIT_FINDINGS}  the program exited 0 but --fail-on found findings (one line says which)"""
+
+
+def _environment_help() -> str:
+    """The variables, from the option table: each option's, then the switches of its own."""
+    rows = [
+        (option.env, _variable_meaning(option))
+        for option in _config.OPTIONS
+        if option.env is not None
+    ]
+    rows.append((_config.STRICT_ENV, "1: a bad variable stops the process (status 2)"))
+    rows.append(
+        (_config.CONFIG_ENV, "a TOML file whose [tool.executor_guard] table the hook reads")
+    )
+    width = max(len(name) for name, _ in rows)
+    lines = ["environment (any Python process, no launcher needed; EXECUTOR_GUARD=1 is log):"]
+    lines += [f"  {name:<{width}}  {meaning}" for name, meaning in rows]
+    return "\n".join(lines)
+
+
+def _variable_meaning(option: _config.Option) -> str:
+    if option.flag is None:
+        return f"1: {option.help}"
+    if not option.exported:
+        return f"{option.flag} (this launcher only; not passed to its children)"
+    return option.flag
+
+
+def _run_epilog() -> str:
+    return f"""\
+examples:
+  {PROG} app.py --port 8000          run app.py, print the churning call sites at exit
+  {PROG} --fail-on churn -m pytest   fail CI (status 3) when a call site churns
+  {PROG} --report guard.json -m mysvc.worker
+  {PROG} report --format html -o guard.html guard.json
+
+{_environment_help()}
+
+{_EXIT_STATUSES}
+
+Options may also come from [tool.executor_guard] in the nearest pyproject.toml
+(command line > environment > pyproject.toml > defaults)."""
+
+
+class _Version(argparse.Action):
+    """``--version``: the version, the implementation, and where the start-up hook is."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, help="show the version and the start-up hook"
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        parser.exit(0, version_text() + "\n")
+
+
+def version_text() -> str:
+    """What ``--version`` prints: which code runs, and whether ``EXECUTOR_GUARD`` can reach it."""
+    import platform
+
+    from . import _startup
+
+    hook = _startup.hook_file()
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    lines = [
+        f"executor_guard {__version__} ({os.path.dirname(os.path.abspath(__file__))})",
+        f"implementation: pure-Python hooks on {python} ({sys.executable})",
+    ]
+    if hook is None:
+        lines.append(
+            "start-up hook: not installed in this environment "
+            "(EXECUTOR_GUARD has no effect here; use the launcher or install())"
+        )
+    else:
+        lines.append(f"start-up hook: {hook} (runs when EXECUTOR_GUARD is set)")
+    return "\n".join(lines)
+
+
 def _run_parser() -> _Parser:
     parser = _Parser(
         prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_run_epilog(),
         # The target and its arguments are split off first (see _split): an
         # abbreviation of ours must not swallow the program's own options.
         allow_abbrev=False,
@@ -100,7 +184,7 @@ def _run_parser() -> _Parser:
             "pool it creates; print the call sites that create pools repeatedly."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"executor_guard {__version__}")
+    parser.add_argument("--version", action=_Version)
     add_options(parser, _config.OPTIONS)
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr at exit")
     parser.add_argument(
@@ -117,12 +201,32 @@ def _run_parser() -> _Parser:
 def _report_parser() -> _Parser:
     parser = _Parser(
         prog=f"{PROG} report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"""\
+examples:
+  {PROG} report guard.json                        the summary, as at exit
+  {PROG} report --fail-on churn guard-*.json      CI gate: status 3 on churn
+  {PROG} report --format html -o guard.html guard-*.json
+  {PROG} report --write-baseline baseline.json guard.json
+  {PROG} report --diff --fail-on churn before.json after.json
+
+Several reports (one per process) merge by call site.
+
+exit status:
+  0  rendered; no findings at the --fail-on level (or AFTER is not worse)
+  {EXIT_USAGE}  bad options, or a file that is not a report (one line names the file and field)
+  {EXIT_FINDINGS}  findings at the --fail-on level (one line says which sites)""",
         description=(
             "Render one or more JSON reports (merged by call site); gate CI on them "
             "(--fail-on, --baseline), write a baseline, or compare two reports (--diff)."
         ),
     )
-    parser.add_argument("--format", choices=("text", "json", "markdown", "html"), default="text")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "markdown", "html"),
+        default="text",
+        help="text (default), json (one merged report), markdown (for a CI summary), html (a page)",
+    )
     limits = parser.add_mutually_exclusive_group()
     limits.add_argument(
         "--limit", type=_typed(_positive), metavar="N", help="show N sites with findings (10)"
@@ -140,7 +244,7 @@ def _report_parser() -> _Parser:
         action="store_true",
         help="compare two reports, BEFORE AFTER: sites gone, new, better and worse",
     )
-    parser.add_argument("files", nargs="+", metavar="REPORT.json")
+    parser.add_argument("files", nargs="+", metavar="REPORT.json", help="JSON reports to read")
     return parser
 
 
@@ -657,7 +761,7 @@ class _Run:
 
     def __init__(self, options: argparse.Namespace) -> None:
         from . import _exit
-        from ._guard import install
+        from ._guard import install_config
         from ._pyproject import resolve
 
         self.options = options
@@ -711,8 +815,11 @@ class _Run:
         # read the file again under them (an option set back to its default
         # here would take the file's value there).
         os.environ.pop(_config.CONFIG_ENV, None)
+        for option in _config.OPTIONS:
+            if option.env is not None and not option.exported:
+                os.environ.pop(option.env, None)  # this launcher's alone (see the table)
         os.environ.update(exported)
-        self.guard = install(**config.options())
+        self.guard = install_config(config)
         # If the environment activated the guard at start-up, its at-exit writer
         # stands down in this process: the launcher writes report and summary.
         _exit.report_at_exit()

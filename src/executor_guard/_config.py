@@ -328,6 +328,7 @@ OPTIONS = (
         "mode",
         env="EXECUTOR_GUARD",
         flag="--mode",
+        metavar="{warn,log,raise}",
         parse=parse_mode,
         env_parse=parse_mode_variable,
         unset=("", "0"),
@@ -470,10 +471,7 @@ OPTIONS = (
         flag=None,
         parse=parse_bool,
         default=False,
-        help=(
-            "on SIGTERM, write the report before the process ends as SIGTERM ends it "
-            "(the launcher always does)"
-        ),
+        help="on SIGTERM, write the report, then end by SIGTERM (the launcher always does)",
     ),
 )
 
@@ -526,7 +524,7 @@ class Config:
         raise AttributeError(f"Config is immutable; use replace({name}=...)")
 
     def options(self) -> dict[str, Any]:
-        """The fields as keywords (``install(**config.options())``)."""
+        """The fields as keywords (``Config(**config.options())`` is a copy)."""
         return {name: getattr(self, name) for name in _NAMES}
 
     def replace(self, **changes: Any) -> Config:

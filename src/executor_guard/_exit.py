@@ -456,6 +456,11 @@ def add_handler(signum: int, action: Action) -> bool:
     return True
 
 
+def handling(signum: int) -> bool:
+    """Whether one of our handlers is installed for ``signum``."""
+    return signum in _signals.handlers
+
+
 def _replace_signal_functions(real_signal: Any, real_getsignal: Any) -> None:
     import functools
     import signal

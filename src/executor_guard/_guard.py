@@ -10,8 +10,6 @@ the package's state (``_state``).
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 import threading
 import time
@@ -43,6 +41,8 @@ class _Guards:
         self.last: Optional[Guard] = None
         self.filter_added: Optional[tuple[Any, ...]] = None
         self.warnoptions_applied: set[str] = set()
+        #: Signals (by name) whose handlers install() set up; uninstall() removes them.
+        self.handlers: set[str] = set()
 
     def reset(self) -> None:
         with self.lock:
@@ -50,6 +50,7 @@ class _Guards:
             self.suspended.clear()
             self.installed = None
             self.last = None
+            self.handlers.clear()
 
     def after_fork(self) -> None:
         self.lock = threading.RLock()
@@ -62,15 +63,6 @@ class _Guards:
 
 _GUARDS = _Guards()
 STATE.register("guards", _GUARDS)
-
-
-def ignore_matcher(patterns: tuple[str, ...]) -> Optional[re.Pattern[str]]:
-    """One regular expression for every ``ignore`` glob (compiled at install, not per pool)."""
-    if not patterns:
-        return None
-    import fnmatch
-
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
 class Guard:
@@ -102,7 +94,7 @@ class Guard:
         self.kind_of = _callsite.classifier(config.app)
         self.kinds = self.kind_of.cache
         self.depth = config.stack_depth
-        self.ignore = ignore_matcher(config.ignore)
+        self.ignore = _callsite.ignore_matcher(config.ignore)
         self.registry = _registry.Registry()
         self.sites = self.registry.sites
         #: The hooks' one-entry cache: (code, instruction, site) of the last
@@ -124,7 +116,7 @@ class Guard:
         creator = frame if creator_frame is site_frame else _callsite.describe(creator_frame)
         # With no application frame on the stack the site is the creator.
         app_frame = frame if self.kind_of(frame[0]) == _callsite.APP else None
-        ignored = self.ignore is not None and matches_ignore(self.ignore, frame, module)
+        ignored = self.ignore is not None and _callsite.matches_ignore(self.ignore, frame, module)
         return self.registry.site(
             key, creator, module, ignored, at, self.policy.configure_site, app_frame=app_frame
         )
@@ -165,11 +157,11 @@ class Guard:
             self.kinds = self.kind_of.cache
             self.last = (None, -1, None)
         self.depth = config.stack_depth
-        self.ignore = ignore_matcher(config.ignore)
+        self.ignore = _callsite.ignore_matcher(config.ignore)
         if self.own_policy:
             self.policy = Policy(config)
         for site in list(self.sites.values()):
-            site.ignored = self.ignore is not None and matches_ignore(
+            site.ignored = self.ignore is not None and _callsite.matches_ignore(
                 self.ignore, (site.file, site.line, site.function), site.module
             )
             self.policy.configure_site(site)
@@ -178,12 +170,6 @@ class Guard:
         active = "active" if _GUARDS.guard is self else "inactive"
         config = self.config
         return f"<executor_guard.Guard {active} mode={config.mode} threshold={config.threshold}>"
-
-
-def matches_ignore(matcher: re.Pattern[str], key: Frame, module: str) -> bool:
-    file, line, function = key
-    candidates = (f"{file}:{line}", file, f"{module}.{function}", os.path.basename(file))
-    return any(matcher.match(candidate) for candidate in candidates)
 
 
 # -- warnings filter ---------------------------------------------------------
@@ -324,16 +310,38 @@ def install(**options: Any) -> Guard:
     Idempotent: called again, it applies the new options to the active guard
     and keeps what was recorded. After :func:`uninstall`, it resumes recording
     into the same registry (:func:`reset` empties it). Raises
-    :class:`~executor_guard.ConfigError` for a bad option.
+    :class:`~executor_guard.ConfigError` for a bad option, and for an option
+    it cannot carry out: a report path that cannot be written, a signal
+    handler asked for outside the main thread, or ``fail_on`` (an exit
+    status is the launcher's, ``report``'s and pytest's to set).
+
+    ``report_path`` writes the report when the process ends, ``dump_signal``
+    writes it on that signal, ``sigterm=True`` writes it before SIGTERM ends
+    the process; :func:`uninstall` takes the handlers away again.
+    """
+    endings = _endings_asked(options)
+    guard = install_config(None, **options)
+    _start_endings(guard.config, endings)
+    return guard
+
+
+def install_config(config: Optional[_config.Config] = None, /, **options: Any) -> Guard:
+    """:func:`install` for the entry points, which set up the process's ending themselves.
+
+    ``config`` (already validated) replaces the active guard's configuration;
+    else ``options`` are validated over it.
     """
     with _GUARDS.lock:
         guard = _GUARDS.guard
         if guard is None:
             guard = _GUARDS.installed
+        base = guard.config if guard is not None else None
+        if config is None:
+            config = _config.from_options(base, **options)
         if guard is None:
-            guard = Guard(_config.from_options(None, **options))
+            guard = Guard(config)
         else:
-            guard._reconfigure(_config.from_options(guard.config, **options))
+            guard._reconfigure(config)
         if not _GUARDS.suspended:
             _GUARDS.installed = guard
         _activate(guard)
@@ -344,11 +352,73 @@ def install(**options: Any) -> Guard:
     return guard
 
 
+def _endings_asked(options: dict[str, Any]) -> dict[str, Any]:
+    """The ending options ``install()`` was given, validated and checked before anything starts."""
+    asked: dict[str, Any] = {}
+    fail_on = options.get("fail_on")
+    if fail_on is not None and _config.parse_fail_on(fail_on, "fail_on=") != "never":
+        raise exceptions.ConfigError(
+            "fail_on=",
+            fail_on,
+            "install() cannot set the exit status: use the launcher's --fail-on, "
+            "'executor-guard report --fail-on' or the pytest plugin",
+        )
+    path = options.get("report_path")
+    if path is not None:
+        from . import _exit
+
+        path = _config.parse_report_path(path, "report_path=")
+        reason = None if path is None else _exit.check_report_path(path)
+        if reason is not None:
+            raise exceptions.ConfigError(
+                "report_path=", path, f"cannot write a report there: {reason}"
+            )
+        if path is not None:
+            # Resolved now: a program that changes directory keeps its report where asked.
+            options["report_path"] = asked["report_path"] = _exit.resolve_report_path(path)
+    for name in ("dump_signal", "sigterm"):
+        value = options.get(name)
+        if value is None or value is False:
+            continue
+        value = _config.BY_NAME[name].parse(value, f"{name}=")
+        if value and threading.current_thread() is not threading.main_thread():
+            raise exceptions.ConfigError(
+                f"{name}=",
+                options[name],
+                "signal handlers can only be installed from the main thread",
+            )
+        if value:
+            asked[name] = value
+    return asked
+
+
+def _start_endings(config: _config.Config, asked: dict[str, Any]) -> None:
+    if not asked:
+        return
+    from . import _exit
+
+    if "report_path" in asked:
+        _exit.claim_report_path()
+        _exit.report_at_exit()
+    import signal
+
+    # A handler an entry point set up before stays theirs: uninstall() leaves it.
+    if "dump_signal" in asked:
+        name = asked["dump_signal"]
+        if not _exit.handling(int(getattr(signal, name))):
+            _exit.dump_on_signal(name)
+            _GUARDS.handlers.add(name)
+    if asked.get("sigterm") and not _exit.handling(int(signal.SIGTERM)):
+        _exit.report_on_sigterm()
+        _GUARDS.handlers.add("SIGTERM")
+
+
 def uninstall() -> None:
     """Stop recording and restore the original classes; what was recorded stays.
 
     Pools still open keep the ``open`` shutdown mode: their later shutdown can
-    no longer be seen.
+    no longer be seen. Signal handlers ``install()`` set up are removed; no
+    report is written at exit while no guard is active.
     """
     with _GUARDS.lock:
         guard = _GUARDS.guard
@@ -356,6 +426,14 @@ def uninstall() -> None:
         left = _deactivate()
         if guard is not None:
             guard.registry.forget_records()
+        handlers, _GUARDS.handlers = _GUARDS.handlers, set()
+    if handlers:
+        import signal
+
+        from . import _exit
+
+        for name in handlers:
+            _exit.remove_handler(int(getattr(signal, name)))
     if left:
         from ._diagnostics import say
 

@@ -43,7 +43,10 @@ def _modes(site: dict[str, Any]) -> str:
 
 
 def _location(site: dict[str, Any]) -> str:
-    return f"{site['file']}:{site['line']} in {site['function']}"
+    """``file:line in function``, the file shown as the summary and reports show it."""
+    from ._report import short_path
+
+    return f"{short_path(site['file'])}:{site['line']} in {site['function']}"
 
 
 def _scope(config: Config) -> str:
@@ -108,7 +111,7 @@ def event(crossing: Crossing, config: Config) -> dict[str, Any]:
     data: dict[str, Any] = {
         "event": _EVENT,
         "pid": os.getpid(),
-        "site": _location(site),
+        "site": f"{site['file']}:{site['line']} in {site['function']}",
         "file": site["file"],
         "line": site["line"],
         "function": site["function"],

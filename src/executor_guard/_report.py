@@ -19,7 +19,7 @@ from typing import Any, Optional
 from ._callsite import APP, classifier
 from ._config import Config
 from ._hints import hint, library_creator, library_path
-from ._registry import MAX_SITES, Snapshot
+from ._registry import MAX_SITES, OTHER, Snapshot
 from ._schema import (
     BLOCK_FIELDS,
     FINDINGS,
@@ -60,8 +60,13 @@ def _abs(filename: str) -> str:
 
 
 def _frame(frame: tuple[str, int, str]) -> dict[str, Any]:
+    """A stack frame; an application frame keeps its source line as the process saw it."""
     file, line, function = frame
-    return {"file": _abs(file), "line": line, "function": function, "app": _is_app(file)}
+    app = _is_app(file)
+    written: dict[str, Any] = {"file": _abs(file), "line": line, "function": function, "app": app}
+    if app:
+        written["source"] = _source(file, line) or None
+    return written
 
 
 def normalize_code(code: Optional[str]) -> Optional[str]:
@@ -218,7 +223,24 @@ def build(
         },
         "sites": sites,
         "by_creator": by_creator(sites, config_block),
+        "ignore_unmatched": ignore_unmatched(config.ignore, sites),
     }
+
+
+def ignore_unmatched(patterns: Sequence[str], sites: list[dict[str, Any]]) -> list[str]:
+    """The ``ignore`` patterns that matched no call site: a typo, or a site that moved."""
+    if not patterns:
+        return []
+    from ._callsite import ignore_matcher, matched_patterns
+
+    matcher = ignore_matcher(tuple(patterns))
+    if matcher is None:
+        return []
+    matched: set[int] = set()
+    for site in sites:
+        key = (site["file"], site["line"], site["function"])
+        matched |= matched_patterns(matcher, key, site.get("module") or "")
+    return [pattern for index, pattern in enumerate(patterns) if index not in matched]
 
 
 class Report:
@@ -394,11 +416,12 @@ def _created(site: dict[str, Any]) -> list[str]:
     if rate is None:
         rate_text = ""
     elif site.get("processes", 1) > 1:
-        rate_text = f", {rate:g}/min summed over {site['processes']} processes"
-    elif span >= 1.0:
+        rate_text = f", {rate:g}/min over {span:.1f}s across {site['processes']} processes"
+    else:
         rate_text = f", {rate:g}/min over {span:.1f}s"
-    else:  # a per-minute rate extrapolated from a burst says little
-        rate_text = f" within {span * 1000:.0f} ms"
+    if rate is None and site["created"] + site.get("refused", 0) > 1 and span >= 0:
+        # A burst: rate_per_min gives no per-minute figure for it (MIN_RATE_SECONDS).
+        rate_text = f" within {span * 1000:.0f} ms" if span < 1 else f" within {span:.1f}s"
     refused = f", {site['refused']} refused" if site.get("refused") else ""
     return [f"    created {site['created']}{refused} ({classes}){rate_text}"]
 
@@ -415,8 +438,22 @@ def _shutdown(site: dict[str, Any]) -> list[str]:
     return [f"    shutdown: {mode_text}"]
 
 
+#: Thread names listed one by one up to this many; past it they are summarised.
+MAX_NAMES_SHOWN = 4
+
+
 def _threads(site: dict[str, Any]) -> list[str]:
-    return [f"    threads: {_counts(site['threads'])}"]
+    threads = site["threads"]
+    names = [name for name in threads if name != OTHER]
+    if len(names) <= MAX_NAMES_SHOWN:
+        return [f"    threads: {_counts(threads)}"]
+    more = " or more" if OTHER in threads else ""
+    if all(count == 1 for name, count in threads.items() if name != OTHER):
+        # A pool per thread: every creation came from a thread never seen before.
+        return [f"    threads: one new thread per creation ({len(names)}{more} distinct names)"]
+    top = sorted(threads.items(), key=lambda kv: -kv[1])[:3]
+    shown = ", ".join(f"{name} {count}" for name, count in top)
+    return [f"    threads: {len(names)}{more} distinct names; most: {shown}"]
 
 
 def _max_workers(site: dict[str, Any]) -> list[str]:
@@ -457,7 +494,11 @@ def _stacks(site: dict[str, Any]) -> list[str]:
                 f"     {marker} {short_path(frame['file'])}:{frame['line']} in {frame['function']}"
             )
             if frame.get("app"):
-                text = _source(frame["file"], frame["line"])
+                # The line as the reporting process read it; files change after
+                # a deploy, so today's file is read only for reports without it.
+                text = (
+                    frame["source"] if "source" in frame else _source(frame["file"], frame["line"])
+                )
                 if text:
                     lines.append(f"          {text}")
         others = len(site.get("stacks", [])) - 1
@@ -592,7 +633,16 @@ def _render_text(data: dict[str, Any], limit: Optional[int]) -> str:
         out.append(f"{_plural(len(quiet), 'call site')} without findings; the busiest:")
         for site in quiet[:3]:
             where = f"{short_path(site['file'])}:{site['line']} in {site['function']}"
-            out.append(f"    {site['created']} x {where}")
+            mark = " (ignored)" if site.get("ignored") else ""
+            out.append(f"    {site['created']} x {where}{mark}")
+    ignored = [s for s in sites if s.get("ignored")]
+    if ignored:
+        out.append(
+            f"{_plural(len(ignored), 'call site')} ignored by --ignore "
+            f"({sum(s['created'] for s in ignored)} pools, counted, never acted on)"
+        )
+    for pattern in data.get("ignore_unmatched") or ():
+        out.append(f"ignore pattern {pattern!r} matched no call site")
     if totals.get("overflow_creations"):
         out.append(
             f"{totals['overflow_creations']} creations at call sites beyond the limit of "
@@ -711,6 +761,13 @@ def validate(data: object, path: str) -> dict[str, Any]:
                 problem = check(data[block][key])
                 if problem is not None:
                     raise ReportFileError(path, f"malformed report: {block}.{key}: {problem}")
+    unmatched = data.get("ignore_unmatched")
+    if unmatched is not None and (
+        not isinstance(unmatched, list) or not all(isinstance(p, str) for p in unmatched)
+    ):
+        raise ReportFileError(
+            path, "malformed report: ignore_unmatched: expected a list of strings"
+        )
     processes = data.get("processes")
     if processes is not None and (
         not isinstance(processes, list) or not all(isinstance(p, dict) for p in processes)
@@ -793,9 +850,12 @@ def merge(reports: Sequence[Report]) -> Report:
         datas.append(data)
     if len(datas) == 1:
         return Report(datas[0])
+    offsets = _clock_offsets(datas)
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for data in datas:
+    for data, offset in zip(datas, offsets):
         for site in data["sites"]:
+            if offset is not None:
+                _shift(site, offset)
             key = site_key(site)
             into = merged.get(key)
             if into is None:
@@ -810,7 +870,9 @@ def merge(reports: Sequence[Report]) -> Report:
     first_config = datas[0]["config"]
     threshold, window = first_config.get("threshold"), first_config.get("window")
     for site in merged.values():
-        if "last_at" in site and "first_at" in site:
+        if None in offsets and site["processes"] > 1:
+            site["rate_per_min"] = None  # clocks that cannot be compared give no rate
+        elif "last_at" in site and "first_at" in site:
             site["rate_per_min"] = rate_per_min(site)
         # One line that built the threshold's worth of pools across the processes
         # of one run churns, though no process alone did. With a window, the
@@ -857,8 +919,55 @@ def merge(reports: Sequence[Report]) -> Report:
         },
         "sites": sites,
         "by_creator": by_creator(sites, first["config"]),
+        # Unmatched in the merge: unmatched in every report that configured it.
+        "ignore_unmatched": [
+            pattern
+            for pattern in dict.fromkeys(p for d in datas for p in d.get("ignore_unmatched") or ())
+            if all(
+                pattern in (d.get("ignore_unmatched") or ())
+                for d in datas
+                if pattern in (d.get("config") or {}).get("ignore", [pattern])
+            )
+        ],
     }
     return Report(result)
+
+
+def _started(data: dict[str, Any]) -> Optional[float]:
+    stamp = (data.get("process") or {}).get("started_at")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
+
+
+def _clock_offsets(datas: list[dict[str, Any]]) -> list[Optional[float]]:
+    """Seconds to add to each report's times to count them from the earliest start.
+
+    A report's ``first_at``, ``last_at`` and timeline count from its own
+    process's start; a merge counts from the earliest process's, by the
+    processes' ``started_at``. None where a report has no start time (its
+    times then stay as they are, and merged sites get no rate).
+    """
+    starts = [_started(data) for data in datas]
+    known = [start for start in starts if start is not None]
+    if not known:
+        return [None] * len(datas)
+    base = min(known)
+    return [None if start is None else start - base for start in starts]
+
+
+def _shift(site: dict[str, Any], offset: float) -> None:
+    if not offset:
+        return
+    for key in ("first_at", "last_at"):
+        if isinstance(site.get(key), (int, float)):
+            site[key] = round(site[key] + offset, 6)
+    timeline = site.get("timeline")
+    if isinstance(timeline, list):
+        site["timeline"] = [[round(t + offset, 4), live] for t, live in timeline]
 
 
 def _config_differences(datas: list[dict[str, Any]]) -> list[str]:

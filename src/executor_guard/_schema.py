@@ -34,11 +34,21 @@ def findings(site: dict[str, Any]) -> list[str]:
     return found
 
 
+#: The shortest span between a site's first and last creation that a
+#: per-minute rate is given for: 60 pools within 3 ms are a burst, not
+#: 1.2 million a minute.
+MIN_RATE_SECONDS = 1.0
+
+
 def rate_per_min(site: dict[str, Any]) -> Optional[float]:
-    """Creations per minute between the first and the last one (None for fewer than two)."""
+    """Creations per minute between the first and the last one.
+
+    None for fewer than two creations, and for a burst shorter than
+    :data:`MIN_RATE_SECONDS`, which no per-minute figure describes.
+    """
     span: float = site["last_at"] - site["first_at"]
     attempts: int = site["created"] + site.get("refused", 0)
-    if attempts < 2 or span <= 0:
+    if attempts < 2 or span < MIN_RATE_SECONDS:
         return None
     return round(attempts * 60.0 / span, 1)
 
@@ -127,6 +137,8 @@ def _frame(value: Any) -> Optional[str]:
     for key, kind in (("file", str), ("line", int), ("function", str)):
         if not isinstance(value.get(key), kind) or isinstance(value.get(key), bool):
             return f"frame {key!r} missing or not a {kind.__name__}"
+    if value.get("source") is not None and not isinstance(value["source"], str):
+        return "frame 'source' is not a string"
     return None
 
 
@@ -163,7 +175,11 @@ def _timeline(value: Any) -> Optional[str]:
 
 
 def _busiest_timeline(into: list[list[Any]], value: list[list[Any]]) -> list[list[Any]]:
-    """Processes' clocks differ: a merged site shows the timeline with the highest peak."""
+    """A merged site shows the timeline of the process with the highest peak.
+
+    Live counts of processes running at different times do not add up
+    sample by sample; the busiest process shows the pile-up.
+    """
     peak = max((n for _, n in into), default=-1)
     return value if max((n for _, n in value), default=-1) > peak else into
 
@@ -275,6 +291,8 @@ BLOCK_FIELDS: dict[str, dict[str, Callable[[Any], Optional[str]]]] = {
         "threshold": _OPT_INT,
         "window": _OPT_NUMBER,
         "stack_depth": _OPT_INT,
+        "ignore": _optional(_strings),
+        "app": _optional(_strings),
         "max_sites": _OPT_INT,
     },
     "totals": {

@@ -96,7 +96,15 @@ def _activate(environ: Mapping[str, str]) -> Optional[Guard]:
         return None
 
     from . import _exit
-    from ._guard import install
+    from ._guard import install_config
+
+    if config.fail_on != "never":
+        # Only a launcher can turn the program's status into 3; this process has none.
+        _say(
+            f"{_config.ENV['fail_on']}={config.fail_on} ignored: only the executor-guard "
+            "launcher and 'executor-guard report' set an exit status"
+        )
+        config = config.replace(fail_on="never")
 
     if config.report_path is not None:
         reason = _exit.check_report_path(config.report_path)
@@ -111,7 +119,7 @@ def _activate(environ: Mapping[str, str]) -> Optional[Guard]:
             if environ is os.environ and config.report_path is not None:
                 # Children that start elsewhere write where this process was asked to.
                 os.environ[_config.ENV["report_path"]] = config.report_path
-    guard = install(**config.options())
+    guard = install_config(config)
     if config.report_path is not None:
         _exit.claim_report_path()
     _exit.report_at_exit()
@@ -123,6 +131,21 @@ def _activate(environ: Mapping[str, str]) -> Optional[Guard]:
     if config.sigterm and not _exit.report_on_sigterm():
         _say("EXECUTOR_GUARD_SIGTERM=1 ignored: start-up did not run in the main thread")
     return guard
+
+
+def hook_file() -> Optional[str]:
+    """The ``executor_guard.pth`` that ``site`` runs at start-up in this environment, or None."""
+    import site
+
+    directories = list(getattr(site, "getsitepackages", lambda: [])())
+    if site.ENABLE_USER_SITE:
+        directories.append(site.getusersitepackages())
+    directories += [entry for entry in sys.path if entry not in directories]
+    for directory in directories:
+        path = os.path.join(directory, "executor_guard.pth")
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def _say(message: str) -> None:

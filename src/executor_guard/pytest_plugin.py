@@ -579,7 +579,7 @@ class _ProcessShare:
     def __init__(
         self, guard: Guard, config: _config.Config, start: Optional[Snapshot] = None
     ) -> None:
-        from ._guard import ignore_matcher
+        from ._callsite import ignore_matcher
 
         self.config = config
         self._guard = guard
@@ -661,7 +661,7 @@ class _ProcessShare:
         return view
 
     def _ignored(self, view: dict[str, Any]) -> bool:
-        from ._guard import matches_ignore
+        from ._callsite import matches_ignore
 
         module = view.get("module") or ""
         return self._ignore is not None and matches_ignore(self._ignore, _frame(view), module)
