@@ -137,8 +137,13 @@ def test_a_boolean_row_is_a_switch_on_the_command_line() -> None:
     ],
 )
 def test_boolean_spellings(text: str, expected: bool) -> None:
+    """One rule for every switch variable: STRICT, SIGTERM, and EXECUTOR_GUARD itself."""
     assert expected is _config.parse_bool(text, "X")
     assert expected is _config.strict_from_environ({"EXECUTOR_GUARD_STRICT": text})
+    on = {"EXECUTOR_GUARD": "1", "EXECUTOR_GUARD_SIGTERM": text}
+    assert expected is _config.from_environ(on, config_file=False).sigterm
+    # EXECUTOR_GUARD switched on is the log mode; switched off, no guard at all.
+    assert _config.mode_from_environ({"EXECUTOR_GUARD": text}) == ("log" if expected else None)
 
 
 def test_a_blank_or_missing_boolean_variable_is_false() -> None:
@@ -155,6 +160,12 @@ def test_an_unknown_boolean_value_is_refused_naming_the_variable(text: str) -> N
         "(expected 0/1, true/false, yes/no or on/off)"
     )
     assert expected == str(excinfo.value)
+    with pytest.raises(ConfigError) as excinfo:
+        _config.from_environ({"EXECUTOR_GUARD": "1", "EXECUTOR_GUARD_SIGTERM": text})
+    assert str(excinfo.value) == expected.replace("_STRICT", "_SIGTERM")
+    with pytest.raises(ConfigError) as excinfo:
+        _config.mode_from_environ({"EXECUTOR_GUARD": text})
+    assert str(excinfo.value).startswith(f"EXECUTOR_GUARD: invalid value {text!r} (expected one of")
 
 
 def test_defaults_match_the_product_contract() -> None:

@@ -136,12 +136,12 @@ def test_write_json_failure_leaves_no_temporary_file(tmp_path: Path) -> None:
     ("content", "problem"),
     [
         ("", "empty file"),
-        ('{"schema": 1, "tool": {"name": "executor_guard"}, "tool": {"name": "exec', "not valid JSON"),
+        ('{"schema": 1, "tool": {"name": "exec', "not valid JSON"),
         ("[1, 2, 3]", "a JSON list"),
         ('{"hello": "world"}', "no 'schema' and 'tool' keys"),
-        ('{"schema": 1, "tool": {"name": "executor_guard"}, "tool": {"name": "coverage"}}', "tool 'coverage'"),
+        ('{"schema": 1, "tool": {"name": "coverage"}}', "tool 'coverage'"),
         ('{"schema": 99, "tool": {"name": "executor_guard"}}', "schema 99 is newer"),
-        ('{"schema": 1, "tool": {"name": "executor_guard"}, "tool": {"name": "executor_guard"}}', "'process' missing"),
+        ('{"schema": 1, "tool": {"name": "executor_guard"}}', "'process' missing"),
     ],
 )
 def test_load_rejects_files_that_are_not_reports(
@@ -221,7 +221,7 @@ def test_a_report_with_only_the_required_fields_renders(tmp_path: Path) -> None:
     """Optional fields a file leaves out are read as their schema defaults, never a KeyError."""
     site = {"file": "a.py", "line": 1, "function": "f", "created": 3}
     site.update(shutdown={"wait": 3}, findings=["churn"])
-    minimal = {"schema": 1, "tool": {"name": "executor_guard"}, "tool": {"name": "executor_guard"}, "process": {}, "config": {}}
+    minimal = {"schema": 1, "tool": {"name": "executor_guard"}, "process": {}, "config": {}}
     minimal.update(totals={}, sites=[site])
     path = tmp_path / "minimal.json"
     path.write_text(json.dumps(minimal))
@@ -256,7 +256,8 @@ def test_merged_times_count_from_the_earliest_process_start() -> None:
             "timeline": [[first, 1], [last, 2]],
         }
         data = {
-            "schema": 1, "tool": {"name": "executor_guard"},
+            "schema": 1,
+            "tool": {"name": "executor_guard"},
             "process": {"pid": pid, "started_at": started},
             "config": {"threshold": 100},
             "totals": {"pools": 6},
@@ -280,7 +281,8 @@ def test_merged_times_count_from_the_earliest_process_start() -> None:
 def test_merged_sites_get_no_rate_when_a_start_time_is_missing() -> None:
     def data(pid: int, process: dict[str, object]) -> dict[str, object]:
         return {
-            "schema": 1, "tool": {"name": "executor_guard"},
+            "schema": 1,
+            "tool": {"name": "executor_guard"},
             "process": dict(process, pid=pid),
             "config": {"threshold": 100},
             "totals": {"pools": 6},

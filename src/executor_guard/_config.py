@@ -56,21 +56,31 @@ MAX_WINDOW = 10.0**9
 # -- parsers: (value, source) -> value, raising ConfigError naming the source --
 
 
-def parse_mode(value: object, source: str, *, allow_one: bool = False) -> str:
-    """``warn``, ``log`` or ``raise`` (case-insensitive); ``1`` means ``log`` where allowed."""
+def parse_mode(value: object, source: str) -> str:
+    """``warn``, ``log`` or ``raise`` (case-insensitive)."""
     if isinstance(value, str):
         text = value.strip().lower()
-        if allow_one and text == "1":
-            return "log"
         if text in MODES:
             return text
-    expected = "expected one of: " + ", ".join(MODES) + (", 1" if allow_one else "")
-    raise ConfigError(source, value, expected)
+    raise ConfigError(source, value, "expected one of: " + ", ".join(MODES))
 
 
 def parse_mode_variable(value: object, source: str) -> str:
-    """``EXECUTOR_GUARD``'s spelling of the mode: as :func:`parse_mode`, and ``1`` means ``log``."""
-    return parse_mode(value, source, allow_one=True)
+    """``EXECUTOR_GUARD``'s spelling: a mode, or a switch whose on spellings mean ``log``.
+
+    The switch's off spellings (``0``/``false``/``no``/``off``) never get here:
+    they are the option's ``unset`` texts, the guard staying off. Every switch
+    the package reads takes the same spellings (:data:`TRUE`, :data:`FALSE`).
+    """
+    if isinstance(value, str) and value.strip().lower() in TRUE:
+        return "log"
+    if isinstance(value, str) and value.strip().lower() in MODES:
+        return value.strip().lower()
+    raise ConfigError(
+        source,
+        value,
+        "expected one of: " + ", ".join(MODES) + ", or 1/true/yes/on (log), 0/false/no/off",
+    )
 
 
 def parse_threshold(value: object, source: str) -> int:
@@ -331,7 +341,7 @@ OPTIONS = (
         metavar="{warn,log,raise}",
         parse=parse_mode,
         env_parse=parse_mode_variable,
-        unset=("", "0"),
+        unset=("", *FALSE),
         default="warn",
         help="warn (default), log or raise when a call site crosses the threshold",
         reported=True,

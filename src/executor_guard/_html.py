@@ -19,6 +19,7 @@ import linecache
 import os
 from typing import Any, Optional
 
+from ._report import rate_text
 from ._report import short_path as _short_path
 
 #: Sites that get a section of their own (timeline and stacks): those with
@@ -233,7 +234,7 @@ _COLUMNS = (
     ("location", "location", False),
     ("class", "class", False),
     ("created", "created", True),
-    ("rate", "rate/min", True),
+    ("rate", "rate", True),
     ("live", "live / peak", True),
     ("shutdown", "shutdown", False),
     ("findings", "findings", False),
@@ -279,7 +280,7 @@ def _row(site: dict[str, Any], index: int) -> str:
         (_location(site), f'<a href="#site-{index}">{_e(_location(site))}</a>'),
         (_dominant_class(site), _e(_dominant_class(site))),
         (site.get("created", 0), _e(site.get("created", 0))),
-        (rate if rate is not None else -1, _e(rate) if rate is not None else ""),
+        (rate if rate is not None else -1, _e(rate_text(site))),
         (site.get("peak_live", 0), f"{_e(site.get('live', 0))} / {_e(site.get('peak_live', 0))}"),
         (modes, _e(modes)),
         (" ".join(findings), _badges(findings)),

@@ -409,21 +409,29 @@ def _against_baseline(site: dict[str, Any]) -> str:
     return f" (worse than the baseline: {', '.join(new)} new)"
 
 
+def rate_text(site: dict[str, Any]) -> str:
+    """How fast a site created, as text, HTML and markdown say it ("" for one pool).
+
+    ``2917.6/min over 1.2s``; a burst, which ``rate_per_min`` gives no figure
+    for, is ``within 3 ms``; a merged site says across how many processes.
+    """
+    rate = site.get("rate_per_min")
+    span = site.get("last_at", 0.0) - site.get("first_at", 0.0)
+    across = f" across {site['processes']} processes" if site.get("processes", 1) > 1 else ""
+    if rate is not None:
+        return f"{rate:g}/min over {span:.1f}s{across}"
+    if site.get("created", 0) + site.get("refused", 0) < 2 or span < 0:
+        return ""
+    within = f"{span * 1000:.0f} ms" if span < 1 else f"{span:.1f}s"
+    return f"within {within}{across}"
+
+
 def _created(site: dict[str, Any]) -> list[str]:
     classes = _counts(site["classes"])
-    rate = site.get("rate_per_min")
-    span = site["last_at"] - site["first_at"]
-    if rate is None:
-        rate_text = ""
-    elif site.get("processes", 1) > 1:
-        rate_text = f", {rate:g}/min over {span:.1f}s across {site['processes']} processes"
-    else:
-        rate_text = f", {rate:g}/min over {span:.1f}s"
-    if rate is None and site["created"] + site.get("refused", 0) > 1 and span >= 0:
-        # A burst: rate_per_min gives no per-minute figure for it (MIN_RATE_SECONDS).
-        rate_text = f" within {span * 1000:.0f} ms" if span < 1 else f" within {span:.1f}s"
+    rate = rate_text(site)
+    rate = (" " + rate if rate.startswith("within") else ", " + rate) if rate else ""
     refused = f", {site['refused']} refused" if site.get("refused") else ""
-    return [f"    created {site['created']}{refused} ({classes}){rate_text}"]
+    return [f"    created {site['created']}{refused} ({classes}){rate}"]
 
 
 def _live(site: dict[str, Any]) -> list[str]:
@@ -447,13 +455,13 @@ def _threads(site: dict[str, Any]) -> list[str]:
     names = [name for name in threads if name != OTHER]
     if len(names) <= MAX_NAMES_SHOWN:
         return [f"    threads: {_counts(threads)}"]
-    more = " or more" if OTHER in threads else ""
+    least = "at least " if OTHER in threads else ""
     if all(count == 1 for name, count in threads.items() if name != OTHER):
         # A pool per thread: every creation came from a thread never seen before.
-        return [f"    threads: one new thread per creation ({len(names)}{more} distinct names)"]
+        return [f"    threads: one new thread per creation ({least}{len(names)} distinct names)"]
     top = sorted(threads.items(), key=lambda kv: -kv[1])[:3]
     shown = ", ".join(f"{name} {count}" for name, count in top)
-    return [f"    threads: {len(names)}{more} distinct names; most: {shown}"]
+    return [f"    threads: {least}{len(names)} distinct names; most: {shown}"]
 
 
 def _max_workers(site: dict[str, Any]) -> list[str]:

@@ -53,7 +53,7 @@ def test_the_wheel_ships_the_start_up_hook(wheel_env: WheelEnv) -> None:
     assert text.count("\n") == 1
 
 
-@pytest.mark.parametrize("value", [None, "", "0", " 0 "])
+@pytest.mark.parametrize("value", [None, "", "0", " 0 ", "false", "Off", "no"])
 def test_off_by_default_imports_nothing(
     wheel_env: WheelEnv, tmp_path: Path, value: str | None
 ) -> None:
@@ -71,7 +71,15 @@ def test_off_by_default_imports_nothing(
 
 @pytest.mark.parametrize(
     ("value", "mode"),
-    [("1", "log"), ("log", "log"), ("LOG", "log"), ("warn", "warn"), ("raise", "raise")],
+    [
+        ("1", "log"),
+        ("on", "log"),
+        ("True", "log"),
+        ("log", "log"),
+        ("LOG", "log"),
+        ("warn", "warn"),
+        ("raise", "raise"),
+    ],
 )
 def test_each_value_activates_its_mode(
     wheel_env: WheelEnv, tmp_path: Path, value: str, mode: str
@@ -100,7 +108,8 @@ def test_each_value_activates_its_mode(
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("EXECUTOR_GUARD", "yes"),
+        ("EXECUTOR_GUARD", "maybe"),
+        ("EXECUTOR_GUARD_SIGTERM", "maybe"),
         ("EXECUTOR_GUARD_THRESHOLD", "1"),
         ("EXECUTOR_GUARD_THRESHOLD", "ten"),
         ("EXECUTOR_GUARD_WINDOW", "-3"),
