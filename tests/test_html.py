@@ -74,12 +74,25 @@ def test_names_from_the_program_are_escaped() -> None:
 
 def test_the_timeline_is_a_step_line_through_every_sample() -> None:
     page = _html.render(_report([_site()]))
-    [points] = re.findall(r'<polyline class="line" points="([^"]+)"', page)
+    [points] = re.findall(r'<polyline class="line bad" points="([^"]+)"', page)
     ys = [float(point.split(",")[1]) for point in points.split()]
     # Starts at 0, climbs to the peak (the top of the chart), comes back to 0.
     assert ys[0] == ys[-1] == max(ys)
     assert min(ys) == _html._PAD
     assert "peak 3" in page
+
+
+def test_a_healthy_site_is_drawn_apart_from_one_with_findings() -> None:
+    page = _html.render(_report([_site(findings=[]), _site(line=9)]))
+    assert re.findall(r'<polyline class="(line \w+)"', page) == ["line ok", "line bad"]
+
+
+def test_a_merged_site_shows_its_peak_not_live_counts_of_different_moments() -> None:
+    site = _site(processes=3, live=38, peak_live=15)
+    page = _html.render(_report([site]))
+    assert "peak 15 in one process" in page
+    assert "38 / 15" not in page
+    assert "the busiest of 3 processes" in page
 
 
 def test_a_site_without_samples_says_so() -> None:

@@ -19,7 +19,7 @@ import linecache
 import os
 from typing import Any, Optional
 
-from ._report import rate_text
+from ._report import live_text, rate_text, threads_text
 from ._report import short_path as _short_path
 
 #: Sites that get a section of their own (timeline and stacks): those with
@@ -36,6 +36,7 @@ table{border-collapse:collapse;width:100%;margin:8px 0 24px}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f4f4f6;cursor:pointer;white-space:nowrap}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.hint{width:28%;font-size:13px;color:#333}
 code,.frame{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
 .finding{display:inline-block;border-radius:3px;padding:0 4px;margin:1px;font-size:12px}
 .churn{background:#ffd6d6}.nowait_pending{background:#ffe7c2}.never_shutdown{background:#e6dcff}
@@ -43,7 +44,7 @@ code,.frame{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
 section.site{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:0 0 16px}
 section.site h2{font-size:15px;margin:0 0 4px}
 .frame.app{font-weight:bold}.frame .src{color:#555;margin-left:2em;display:block}
-svg .line{fill:none;stroke:#c0392b;stroke-width:2}svg .axis{stroke:#999;stroke-width:1}
+svg .line{fill:none;stroke-width:2}svg .bad{stroke:#c0392b}svg .ok{stroke:#2e7d32}.note{color:#666;font-size:.85em;margin-top:0}svg .axis{stroke:#999;stroke-width:1}
 svg text{font-size:10px;fill:#666}
 .filters label{margin-right:12px}
 """
@@ -129,7 +130,7 @@ def _render(data: dict[str, Any]) -> str:
     parts.append(_table(sites))
     shown = _sections_shown(sites)
     for index in shown:
-        parts.append(_section(sites[index], index))
+        parts.append(_section(sites[index], index, data.get("process") or {}))
     if len(shown) < len(sites):
         parts.append(
             f"<p>{len(sites) - len(shown)} more sites without findings are in the table only.</p>"
@@ -271,6 +272,12 @@ def _badges(findings: list[str]) -> str:
     return "".join(f'<span class="finding {_e(f)}">{_e(f)}</span>' for f in findings)
 
 
+def _live_cell(site: dict[str, Any]) -> str:
+    if site.get("processes", 1) > 1:  # live counts from processes' different ends do not add up
+        return f"peak {_e(site.get('peak_live', 0))} in one process"
+    return f"{_e(site.get('live', 0))} / {_e(site.get('peak_live', 0))}"
+
+
 def _row(site: dict[str, Any], index: int) -> str:
     findings = [str(f) for f in site.get("findings") or []]
     shutdown = site.get("shutdown") or {}
@@ -278,17 +285,21 @@ def _row(site: dict[str, Any], index: int) -> str:
     rate = site.get("rate_per_min")
     cells = [
         (_location(site), f'<a href="#site-{index}">{_e(_location(site))}</a>'),
-        (_dominant_class(site), _e(_dominant_class(site))),
+        # A break opportunity inside long class names keeps the hint column readable.
+        (
+            _dominant_class(site),
+            _e(_dominant_class(site)).replace("PoolExecutor", "<wbr>PoolExecutor"),
+        ),
         (site.get("created", 0), _e(site.get("created", 0))),
         (rate if rate is not None else -1, _e(rate_text(site))),
-        (site.get("peak_live", 0), f"{_e(site.get('live', 0))} / {_e(site.get('peak_live', 0))}"),
+        (site.get("peak_live", 0), _live_cell(site)),
         (modes, _e(modes)),
         (" ".join(findings), _badges(findings)),
         (site.get("hint") or "", _e(site.get("hint") or "")),
     ]
-    numeric = {2, 3, 4}
+    classes = {2: " class=n", 3: " class=n", 4: " class=n", 7: " class=hint"}
     tds = "".join(
-        f'<td{" class=n" if i in numeric else ""} data-v="{_e(value)}">{shown}</td>'
+        f'<td{classes.get(i, "")} data-v="{_e(value)}">{shown}</td>'
         for i, (value, shown) in enumerate(cells)
     )
     return f'<tr data-findings="{_e(" ".join(findings))}">{tds}</tr>'
@@ -300,7 +311,7 @@ def _sections_shown(sites: list[dict[str, Any]]) -> list[int]:
     return sorted((flagged + others)[: max(MAX_SECTIONS, len(flagged))])
 
 
-def _section(site: dict[str, Any], index: int) -> str:
+def _section(site: dict[str, Any], index: int, process: dict[str, Any]) -> str:
     findings = [str(f) for f in site.get("findings") or []]
     parts = [
         f'<section class="site" id="site-{index}">',
@@ -315,18 +326,22 @@ def _section(site: dict[str, Any], index: int) -> str:
         parts.append(f"<p>built by <code>{_e(where)} in {_e(creator.get('function'))}</code></p>")
     if site.get("hint"):
         parts.append(f"<p>{_e(site['hint'])}</p>")
-    parts.append(_timeline_svg(site))
-    threads = site.get("threads") or {}
-    if threads:
-        names = ", ".join(f"{name} {count}" for name, count in list(threads.items())[:8])
-        more = f" and {len(threads) - 8} more" if len(threads) > 8 else ""
-        parts.append(f"<p>threads: {_e(names)}{_e(more)}</p>")
+    parts.append(_timeline_svg(site, process))
+    parts.append(f"<p>{_e(live_text(site))}</p>")
+    if site.get("threads"):
+        parts.append(f"<p>threads: {_e(threads_text(site))}</p>")
     parts.extend(_stacks(site))
     parts.append("</section>")
     return "\n".join(parts)
 
 
-def _timeline_svg(site: dict[str, Any]) -> str:
+def _timeline_svg(site: dict[str, Any], process: dict[str, Any]) -> str:
+    """Live pools over the run: a pile-up climbs in steps, a shared pool is one flat step.
+
+    A merged site's timeline is its busiest process's (live counts of
+    processes that ran at other times do not add up sample by sample). The
+    process's thread count, where the report has it, is said under the chart.
+    """
     samples = [s for s in site.get("timeline") or [] if isinstance(s, list) and len(s) == 2]
     if not samples:
         return '<p class="none">no timeline recorded</p>'
@@ -350,6 +365,16 @@ def _timeline_svg(site: dict[str, Any]) -> str:
         points.append(f"{x(t):.1f},{y(n):.1f}")
         previous = n
     label = f"live pools over time, peak {top}"
+    tone = "line bad" if site.get("findings") else "line ok"
+    notes = []
+    if site.get("processes", 1) > 1:
+        notes.append(f"the busiest of {site['processes']} processes")
+    elif process.get("peak_threads") is not None:
+        notes.append(
+            f"process threads: {process.get('threads')} at the report, "
+            f"peak {process['peak_threads']} seen at creations"
+        )
+    caption = f'<p class="note">{_e("; ".join(notes))}</p>' if notes else ""
     return (
         f'<svg class="timeline" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(label)}">'
@@ -361,7 +386,8 @@ def _timeline_svg(site: dict[str, Any]) -> str:
         f'<text x="{pad - 4}" y="{height - pad}" text-anchor="end">0</text>'
         f'<text x="{pad}" y="{height - 6}">{start:.2f} s</text>'
         f'<text x="{width - pad}" y="{height - 6}" text-anchor="end">{stop:.2f} s</text>'
-        f'<polyline class="line" points="{" ".join(points)}"/></svg>'
+        f'<polyline class="{tone}" points="{" ".join(points)}"/></svg>'
+        f"{caption}"
     )
 
 

@@ -435,7 +435,7 @@ def _created(site: dict[str, Any]) -> list[str]:
 
 
 def _live(site: dict[str, Any]) -> list[str]:
-    return [f"    live now {site['live']}, peak live {site['peak_live']}"]
+    return [f"    {live_text(site)}"]
 
 
 def _shutdown(site: dict[str, Any]) -> list[str]:
@@ -450,18 +450,33 @@ def _shutdown(site: dict[str, Any]) -> list[str]:
 MAX_NAMES_SHOWN = 4
 
 
-def _threads(site: dict[str, Any]) -> list[str]:
-    threads = site["threads"]
+def threads_text(site: dict[str, Any]) -> str:
+    """The threads that created a site's pools, summarised past a few names (text and HTML)."""
+    threads = site.get("threads") or {}
     names = [name for name in threads if name != OTHER]
     if len(names) <= MAX_NAMES_SHOWN:
-        return [f"    threads: {_counts(threads)}"]
+        return _counts(threads)
     least = "at least " if OTHER in threads else ""
     if all(count == 1 for name, count in threads.items() if name != OTHER):
         # A pool per thread: every creation came from a thread never seen before.
-        return [f"    threads: one new thread per creation ({least}{len(names)} distinct names)"]
+        return f"one new thread per creation ({least}{len(names)} distinct names)"
     top = sorted(threads.items(), key=lambda kv: -kv[1])[:3]
     shown = ", ".join(f"{name} {count}" for name, count in top)
-    return [f"    threads: {least}{len(names)} distinct names; most: {shown}"]
+    return f"{least}{len(names)} distinct names; most: {shown}"
+
+
+def _threads(site: dict[str, Any]) -> list[str]:
+    return [f"    threads: {threads_text(site)}"]
+
+
+def live_text(site: dict[str, Any]) -> str:
+    """Live and peak pools; a merge's live counts are each process's at its own end."""
+    if site.get("processes", 1) > 1:
+        return (
+            f"live at the processes' ends {site['live']} (summed), "
+            f"peak live {site['peak_live']} (in one process)"
+        )
+    return f"live now {site['live']}, peak live {site['peak_live']}"
 
 
 def _max_workers(site: dict[str, Any]) -> list[str]:
