@@ -44,7 +44,8 @@ code,.frame{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
 section.site{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:0 0 16px}
 section.site h2{font-size:15px;margin:0 0 4px}
 .frame.app{font-weight:bold}.frame .src{color:#555;margin-left:2em;display:block}
-svg .line{fill:none;stroke-width:2}svg .bad{stroke:#c0392b}svg .ok{stroke:#2e7d32}.note{color:#666;font-size:.85em;margin-top:0}svg .axis{stroke:#999;stroke-width:1}
+svg .line{fill:none;stroke-width:2}svg .bad{stroke:#c0392b}svg .ok{stroke:#2e7d32}
+svg .axis{stroke:#999;stroke-width:1}.note{color:#666;font-size:.85em;margin-top:0}
 svg text{font-size:10px;fill:#666}
 .filters label{margin-right:12px}
 """

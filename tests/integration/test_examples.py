@@ -72,5 +72,5 @@ def test_the_fixed_twin_prints_one_line() -> None:
         timeout=120,
     )
     assert result.returncode == 0
-    expected = "executor_guard: 1 pool from 1 call site; 0 with findings (mode warn, threshold 10)\n"
-    assert result.stderr == expected
+    expected = "executor_guard: 1 pool from 1 call site; 0 with findings (mode warn, threshold 10)"
+    assert result.stderr == expected + "\n"
