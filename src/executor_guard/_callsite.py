@@ -670,6 +670,10 @@ def module_names(file: str, name: str) -> list[str]:
     return list(dict.fromkeys(n for n in names if n and n != "__main__")) or names
 
 
+#: The prefix of the named group each ``ignore`` pattern matches in.
+_GROUP = "eg_pattern_"
+
+
 def ignore_matcher(patterns: tuple[str, ...]) -> Optional[re.Pattern[str]]:
     """One regular expression for every ``ignore`` glob (compiled at install, not per pool).
 
@@ -687,7 +691,7 @@ def ignore_matcher(patterns: tuple[str, ...]) -> Optional[re.Pattern[str]]:
         if not pattern.startswith(("/", "*")):
             globs.append("*/" + pattern)
         body = "|".join(fnmatch.translate(glob) for glob in globs)
-        alternatives.append(f"(?P<p{index}>{body})")
+        alternatives.append(f"(?P<{_GROUP}{index}>{body})")
     return re.compile("|".join(alternatives))
 
 
@@ -697,8 +701,11 @@ def matched_patterns(matcher: re.Pattern[str], key: Frame, module: str) -> set[i
     for candidate in _ignore_candidates(key, module):
         found = matcher.match(candidate)
         if found is not None:
+            # fnmatch's own groups (g0, ... on 3.9-3.11) are not patterns.
             matched.update(
-                int(name[1:]) for name, text in found.groupdict().items() if text is not None
+                int(name[len(_GROUP) :])
+                for name, text in found.groupdict().items()
+                if text is not None and name.startswith(_GROUP)
             )
     return matched
 
