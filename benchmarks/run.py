@@ -186,8 +186,17 @@ def ensure_venvs(minor: str, base: str, reinstall: bool) -> tuple[str, str, str]
     # source tree. pip compiles a wheel install's modules, as an installer would.
     say(f"  pip install {REPO} (wheel) into {os.path.relpath(guarded, REPO)}")
     for command in (
-        # The OpenTelemetry SDK for bench_metrics (the guard needs only the API, and only then).
-        ["install", "--quiet", "psutil", "structlog", "opentelemetry-api", "opentelemetry-sdk"],
+        # The runtime dependencies as pyproject.toml lists them (tomli before 3.11),
+        # and the OpenTelemetry SDK for bench_metrics (the guard needs only the API).
+        [
+            "install",
+            "--quiet",
+            "psutil",
+            "structlog",
+            "tomli; python_version < '3.11'",
+            "opentelemetry-api",
+            "opentelemetry-sdk",
+        ],
         ["install", "--quiet", "--force-reinstall", "--no-deps", REPO],
     ):
         done = subprocess.run(

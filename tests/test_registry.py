@@ -248,3 +248,36 @@ def test_a_forked_child_starts_empty_even_if_the_queue_was_owned() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
     assert guard.registry.snapshot().pools == 1
+
+
+def test_a_long_run_samples_its_timeline_sparsely_and_keeps_its_peak(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once thinned, the hot path samples one gap apart and only lifts the last sample to a peak."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import executor_guard
+    from executor_guard import _hooks
+
+    calls = []
+    real = _hooks._sample
+
+    def counting(site: Any, at: float) -> None:
+        calls.append(at)
+        real(site, at)
+
+    monkeypatch.setattr(_hooks, "_sample", counting)
+    with executor_guard.guarded(threshold=10**6) as guard:
+        held = []
+        for index in range(5000):
+            pool = ThreadPoolExecutor(1)  # one site: this line
+            if index % 500 == 499:
+                held.append(pool)  # a few stay open: the peak climbs slowly
+            else:
+                pool.shutdown()
+    [site] = guard.report(process_figures=False).sites
+    for pool in held:
+        pool.shutdown()
+    assert len(site["timeline"]) <= _registry.TIMELINE_SAMPLES
+    assert max(live for _, live in site["timeline"]) == site["peak_live"] == 10
+    assert len(calls) < 2000  # of 10,000 creations and shutdowns

@@ -60,7 +60,6 @@ _BATCH = _registry.BATCH
 _drain_soon = _registry.drain_soon
 _peaked = _registry.peaked
 _sample = _registry.sample
-_TIMELINE_MAX = _registry.TIMELINE_MAX
 
 #: The active guard, or None; set by ``_guard`` when a guard (de)activates.
 _guard: Optional[Guard] = None
@@ -112,11 +111,10 @@ INIT_BODY = """
                     live_now[record] = None
                     if len(live_now) > site.peak_live:
                         _peaked(site, live_now)
-                    timeline = site.timeline
-                    if len(timeline) < _TIMELINE_MAX:
-                        timeline.extend((at, len(live_now)))
-                    else:
+                    if at >= site.sample_due:
                         _sample(site, at)
+                    elif len(live_now) > site.timeline[-1]:
+                        site.timeline[-1] = len(live_now)  # a peak between two samples
                     if len(_events) >= _BATCH:
                         _drain_soon()
                 else:
@@ -147,11 +145,9 @@ SHUTDOWN_BODY = """
                 site = record.site
                 live_now = site.open
                 live_now.pop(record, None)
-                timeline = site.timeline
-                if len(timeline) < _TIMELINE_MAX:
-                    timeline.extend((_clock(), len(live_now)))
-                else:
-                    _sample(site, _clock())
+                at = _clock()
+                if at >= site.sample_due:
+                    _sample(site, at)
                 record.mode = "wait"
                 _append(record)
                 # Unfiled last: interrupted before this, the end is still

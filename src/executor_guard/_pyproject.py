@@ -129,6 +129,8 @@ def read(path: str, *, explicit: bool = False, start: Optional[str] = None) -> S
         data = _loads(text)
     except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
         raise FileError(name, f"not valid TOML ({exc})") from None
+    except ImportError:  # installed without its dependencies (pip --no-deps)
+        raise FileError(name, "cannot read TOML: install tomli (Python < 3.11)") from None
     tool = data.get("tool", {})
     table = tool.get("executor_guard") if isinstance(tool, dict) else None
     if table is None:
