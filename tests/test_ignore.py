@@ -45,27 +45,22 @@ LAUNCHES = {
 }
 
 
-def guard(project: Path, pattern: str, launch: list[str]) -> dict[str, object]:
+def launch(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """The launcher in ``project``, outside any guard of the test run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
-    report = project / "report.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "executor_guard",
-            "-q",
-            "--report",
-            str(report),
-            "--ignore",
-            pattern,
-            *launch,
-        ],
+    return subprocess.run(
+        [sys.executable, "-m", "executor_guard", *arguments],
         cwd=project,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def guard(project: Path, pattern: str, program: list[str]) -> dict[str, object]:
+    report = project / "report.json"
+    result = launch(project, "-q", "--report", str(report), "--ignore", pattern, *program)
     assert result.returncode == 0, result.stderr
     data: dict[str, object] = json.loads(report.read_text())
     return data
@@ -92,23 +87,8 @@ def test_a_pattern_that_never_matched_is_reported(project: Path) -> None:
 
 
 def test_the_summary_names_unmatched_patterns_and_ignored_sites(project: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "executor_guard",
-            "--ignore",
-            "svc/jobs.py:5",
-            "--ignore",
-            "svc/nothere.py",
-            "svc/jobs.py",
-        ],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = launch(
+        project, "--ignore", "svc/jobs.py:5", "--ignore", "svc/nothere.py", "svc/jobs.py"
     )
     assert "1 call site ignored by --ignore (12 pools" in result.stderr
     assert "ignore pattern 'svc/nothere.py' matched no call site" in result.stderr

@@ -393,9 +393,9 @@ def _timeline_svg(site: dict[str, Any], process: dict[str, Any]) -> str:
 
 
 def _source(frame: dict[str, Any]) -> Optional[str]:
-    recorded = frame.get("source")
-    if isinstance(recorded, str):
-        return recorded.strip()
+    if "source" in frame:  # as the reporting process read it: never today's file
+        recorded = frame["source"]
+        return recorded.strip() or None if isinstance(recorded, str) else None
     file, line = frame.get("file"), frame.get("line")
     if isinstance(file, str) and isinstance(line, int) and os.path.exists(file):
         return linecache.getline(file, line).strip() or None

@@ -37,19 +37,24 @@ EXAMPLES = {
 }
 
 
-@pytest.mark.parametrize("example", sorted(EXAMPLES))
-def test_an_example_prints_its_pattern_and_what_to_do(example: str, tmp_path: Path) -> None:
-    findings, hint, summary = EXAMPLES[example]
+def _launch(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """The launcher as the README runs it, from the repository, outside any guard."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
-    report = tmp_path / "report.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "executor_guard", "--report", str(report), f"examples/{example}"],
+    return subprocess.run(
+        [sys.executable, "-m", "executor_guard", *arguments],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_an_example_prints_its_pattern_and_what_to_do(example: str, tmp_path: Path) -> None:
+    findings, hint, summary = EXAMPLES[example]
+    report = tmp_path / "report.json"
+    result = _launch("--report", str(report), f"examples/{example}")
     assert result.returncode == 0, result.stderr
     [site] = json.loads(report.read_text())["sites"]
     assert site["findings"] == findings
@@ -62,15 +67,7 @@ def test_an_example_prints_its_pattern_and_what_to_do(example: str, tmp_path: Pa
 
 
 def test_the_fixed_twin_prints_one_line() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
-    result = subprocess.run(
-        [sys.executable, "-m", "executor_guard", "examples/incident_fixed.py"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _launch("examples/incident_fixed.py")
     assert result.returncode == 0
     expected = "executor_guard: 1 pool from 1 call site; 0 with findings (mode warn, threshold 10)"
     assert result.stderr == expected + "\n"
