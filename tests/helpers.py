@@ -82,8 +82,8 @@ class Harness:
         threads: Optional[tuple[threading.Thread, ...]] = None,
     ) -> None:
         """Record a shutdown as the hooks do: the first one pops the pool's record."""
-        record = _registry.TABLES.records.pop(id(pool), None)
-        if record is None:
+        record = vars(pool).get(_registry.RECORD_ATTR)
+        if record is None or record.mode is not None:
             return
         if mode in ("wait", "context") and not cancel:
             _registry.end(record, mode)

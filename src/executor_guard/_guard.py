@@ -165,6 +165,7 @@ class Guard:
                 self.ignore, (site.file, site.line, site.function), site.module
             )
             self.policy.configure_site(site)
+            _registry.refresh(site)
 
     def __repr__(self) -> str:
         active = "active" if _GUARDS.guard is self else "inactive"

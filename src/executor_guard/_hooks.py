@@ -48,7 +48,8 @@ _clock = time.monotonic
 _get_ident = threading.get_ident
 _current_thread = threading.current_thread
 _thread_table: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
-_records = _registry.TABLES.records
+_setattr = object.__setattr__
+RECORD_ATTR = _RECORD_ATTR = _registry.RECORD_ATTR
 _new_record = _registry.new_record
 _Record = _registry.Record
 _end = _registry.end
@@ -60,6 +61,7 @@ _BATCH = _registry.BATCH
 _drain_soon = _registry.drain_soon
 _peaked = _registry.peaked
 _sample = _registry.sample
+_refresh = _registry.refresh
 
 #: The active guard, or None; set by ``_guard`` when a guard (de)activates.
 _guard: Optional[Guard] = None
@@ -92,12 +94,11 @@ INIT_BODY = """
             frame = _getframe(1)
             last_code, last_lasti, site = guard.last
             if frame.f_code is last_code and frame.f_lasti == last_lasti:
-                attempt = next(site.attempts) - site.failed
-                if attempt < site.due and attempt < site.next_sample:
+                attempt = next(site.attempts)
+                if attempt < site.fast_until:
                     at = _clock()
                     record = _Record(self, _append)
                     record.site = site
-                    pool_id = id(self)
                     current = _thread_table.get(_get_ident())
                     record.thread = current._name if current is not None else _thread_name()
                     record.cls = type(self).__name__
@@ -105,7 +106,7 @@ INIT_BODY = """
                     record.mode = None
                     record.extra = None
                     record.state = 0
-                    _records[pool_id] = record  # filed: from here a failure abandons it
+                    _setattr(self, _RECORD_ATTR, record)  # filed: from here a failure abandons it
                     site.last_at = at
                     live_now = site.open
                     live_now[record] = None
@@ -113,12 +114,13 @@ INIT_BODY = """
                         _peaked(site, live_now)
                     if at >= site.sample_due:
                         _sample(site, at)
-                    elif len(live_now) > site.timeline[-1]:
-                        site.timeline[-1] = len(live_now)  # a peak between two samples
+                    elif len(live_now) > site.sample_live:
+                        # A peak between two samples lifts the last one.
+                        site.timeline[-1] = site.sample_live = len(live_now)
                     if len(_events) >= _BATCH:
                         _drain_soon()
                 else:
-                    due = (site, attempt)
+                    due = (site, attempt - site.failed)
         except Exception as exc:
             record = _failed(exc, "recording a pool creation")
         if record is _SLOW:
@@ -137,8 +139,13 @@ INIT_BODY = """
 
 SHUTDOWN_BODY = """
     if _guard is not None:
-        record = _records.get(id(self))
-        if record is not None and record.mode is None and record() is self:
+        try:
+            record = self.{record}
+        except AttributeError:
+            # The class default went with an uninstall in another thread just
+            # now. Only this one read is inside the try.
+            record = None
+        if record is not None and record.mode is None:
             if {wait} and not {cancel}:
                 if record.workers is None:
                     record.workers = getattr(self, "_max_workers", None)
@@ -150,9 +157,6 @@ SHUTDOWN_BODY = """
                     _sample(site, at)
                 record.mode = "wait"
                 _append(record)
-                # Unfiled last: interrupted before this, the end is still
-                # counted (the weak reference queues the record at collection).
-                _records.pop(id(self), None)
                 if len(_events) >= _BATCH:
                     _drain_soon()
             else:
@@ -162,8 +166,11 @@ SHUTDOWN_BODY = """
 
 EXIT_BODY = """
     if _guard is not None:
-        record = _records.get(id(self))
-        if record is not None and record.mode is None and record() is self:
+        try:
+            record = self.{record}
+        except AttributeError:
+            record = None
+        if record is not None and record.mode is None:
             on_exit(self, record)
     return original({call})
 """
@@ -195,9 +202,11 @@ def _thread_name() -> str:
 
 def _creation_failed(pool: Any) -> None:
     """A creation did not complete: abandon the record filed for ``pool``, if any."""
-    record = _records.get(id(pool))
+    # No try: an exception a signal handler raises here is the program's.
+    filed = getattr(pool, "__dict__", None)
+    record = filed.get(_RECORD_ATTR) if type(filed) is dict else None
     if record is not None and record() is pool and record.mode != "abandoned":
-        init_failed(record, id(pool))
+        init_failed(record)
 
 
 def _failed(exc: Exception, where: str) -> None:
@@ -316,13 +325,14 @@ def _record(
                 attempt + 1 if attempt < STACK_FIRST else (attempt // STACK_EVERY + 1) * STACK_EVERY
             )
             record.extra = (stack(creator, depth, guard.kind_of), None)
+    _refresh(site)
     return record
 
 
-def init_failed(record: Record, pool_id: int) -> None:
+def init_failed(record: Record) -> None:
     """The constructor raised: the pool was never built."""
     try:
-        _registry.abandon(record, pool_id)
+        _registry.abandon(record)
     except Exception as exc:
         _failed(exc, "undoing a failed pool creation")
 
@@ -337,7 +347,6 @@ def on_shutdown(pool: Any, record: Record, wait: Any, cancel_futures: Any) -> No
         else:
             pending, threads = pending_and_workers(pool)
             _end_with(record, "nowait", cancel_futures, pending, threads)
-        _records.pop(id(pool), None)
     except Exception as exc:
         _failed(exc, "recording a pool shutdown")
 
@@ -348,6 +357,5 @@ def on_exit(pool: Any, record: Record) -> None:
         if record.workers is None:
             record.workers = getattr(pool, "_max_workers", None)
         _end(record, "context")
-        _records.pop(id(pool), None)
     except Exception as exc:
         _failed(exc, "recording a pool shutdown")

@@ -54,6 +54,8 @@ class _Patches:
 
     def __init__(self) -> None:
         self.patched: list[tuple[type, str, Callable[..., Any], Callable[..., Any]]] = []
+        #: Classes given the record attribute's class default (None).
+        self.defaults: list[type] = []
         self.finder: Optional[_PatchOnImport] = None
         #: Module name -> callbacks to run once it is imported (see when_imported).
         self.on_import: dict[str, list[Callable[[ModuleType], None]]] = {}
@@ -135,7 +137,7 @@ def _generate(
     else:
         params, call, bindings = mirrored
         names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-    fields = {"call": call}
+    fields = {"call": call, "record": _hooks.RECORD_ATTR}
     for key, (param, present, generic, absent) in extra.items():
         if not names:
             fields[key] = generic
@@ -202,6 +204,9 @@ def _patch_module(module: ModuleType) -> None:
             continue
         if "__init__" in methods:
             _hooks.stock(cls)
+            if _hooks.RECORD_ATTR not in vars(cls):
+                setattr(cls, _hooks.RECORD_ATTR, None)
+                PATCHES.defaults.append(cls)
         for name in methods:
             original = vars(cls).get(name)
             if original is None or any(p[0] is cls and p[1] == name for p in patched):
@@ -321,6 +326,10 @@ def uninstall() -> list[str]:
             else:
                 left.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
         PATCHES.patched.clear()
+        for cls in PATCHES.defaults:
+            if vars(cls).get(_hooks.RECORD_ATTR, _hooks) is None:
+                delattr(cls, _hooks.RECORD_ATTR)
+        PATCHES.defaults.clear()
     return left
 
 

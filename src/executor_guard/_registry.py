@@ -5,10 +5,11 @@ The garbage collector, finalizers and signal handlers can run inside any of
 our code (an allocation can start a collection; a handler runs between two
 bytecodes), and any of them may create or shut down a pool. So:
 
-* A creation *files* the pool's :class:`Record` (in the table of records by
-  pool id and in its site's dict of live pools: atomic dict operations). Its
-  end, or its collection, *queues* the record on a deque (``append`` and
-  ``popleft`` are atomic); creations are counted when their record is applied.
+* A creation *files* the pool's :class:`Record` (on the pool itself, in the
+  attribute :data:`RECORD_ATTR`, and in its site's dict of live pools: atomic
+  operations). Its end, or its collection, *queues* the record on a deque
+  (``append`` and ``popleft`` are atomic); creations are counted when their
+  record is applied.
 * One owner applies the queue, in order, in batches. Ownership is taken with
   ``dict.setdefault`` on a token made for that attempt: it either succeeds at
   once or fails at once, so a re-entrant or concurrent call finds the owner
@@ -84,23 +85,18 @@ _UNDO = 2
 
 
 class _Tables:
-    """The process-wide tables: records by pool id, the event queue, the owner slot.
+    """The process-wide tables: the event queue, the owner slot, the frame intern table.
 
     The objects are created once and emptied in place, so the hot path can
     keep module-level references to them.
     """
 
     def __init__(self) -> None:
-        self.records: dict[int, Record] = {}
         self.events: deque[Any] = deque()
         self.owner: dict[int, object] = {}
         self.frames: dict[Frame, Frame] = {}
-        #: Collected pools applied since the last sweep of ``records``.
-        self.dead = 0
 
     def reset(self) -> None:
-        self.dead = 0
-        self.records.clear()
         self.events.clear()
         self.owner.clear()
         self.frames.clear()
@@ -113,13 +109,20 @@ class _Tables:
 TABLES = _Tables()
 STATE.register("records", TABLES)
 
-_records = TABLES.records
 _events = TABLES.events
 _owner = TABLES.owner
 _frames = TABLES.frames
 _append = _events.append
 _get_ident = threading.get_ident
 _active: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
+_setattr = object.__setattr__
+
+#: The attribute a recorded pool carries its :class:`Record` in: the pool's own
+#: ``shutdown()`` finds it with one attribute read, and it lives exactly as
+#: long as the pool. The patched classes hold a default of None for it (see
+#: ``_patch``), so a pool built before the guard reads None, and a subclass's
+#: ``__getattr__`` is never asked for it.
+RECORD_ATTR = "_executor_guard_record"
 
 
 class Record(weakref.ref):  # type: ignore[type-arg]
@@ -173,6 +176,7 @@ class Site:
         "draining",
         "due",
         "failed",
+        "fast_until",
         "file",
         "first_at",
         "function",
@@ -197,6 +201,7 @@ class Site:
         "run_workers",
         "sample_due",
         "sample_gap",
+        "sample_live",
         "stacks",
         "stacks_dropped",
         "threads",
@@ -228,6 +233,9 @@ class Site:
         #: Attempts whose constructor raised; they do not count.
         self.failed = 0
         self.next_sample = 0
+        #: Attempts numbered below this take the hooks' fast path: nothing is
+        #: due for the policy or the stack sampler (see :func:`refresh`).
+        self.fast_until = 0
         # The policy's state (see _policy.Policy.configure_site).
         self.due = 0
         self.churn = False
@@ -272,6 +280,9 @@ class Site:
         #: and the hot path only compares two floats in between.
         self.sample_due = 0.0
         self.sample_gap = 0.0
+        #: The live pools of the last sample (an int: the hooks compare it
+        #: without reading a float out of the timeline).
+        self.sample_live = 0
 
 
 # -- submitting and applying events ------------------------------------------------
@@ -378,6 +389,8 @@ def _apply_queue() -> None:
                 continue
             record: Record = event
             state = record.state
+            if state == 2:
+                continue  # applied already: the collection of a pool that was shut down
             mode = record.mode
             site = record.site
             if state == 0 and (mode == "wait" or mode == "context") and record.extra is None:
@@ -400,8 +413,6 @@ def _apply_queue() -> None:
                     site.run_mode = mode
                 site.run += 1
                 continue
-            if state == 2:
-                continue
             if state == 0:
                 if mode == "abandoned":
                     record.state = 2
@@ -419,11 +430,6 @@ def _apply_queue() -> None:
                 mode = record.mode = "never"  # queued by the weak reference: collected
                 site.open.pop(record, None)
                 sample(site, time.monotonic())
-                # Its entry in the records table (keyed by the dead pool's id,
-                # which the record does not keep) goes in the next sweep.
-                TABLES.dead += 1
-                if TABLES.dead > _SWEEP_AFTER and TABLES.dead * 2 > len(_records):
-                    _sweep()
             elif mode == "forgotten":
                 if record() is None:
                     site.open.pop(record, None)  # unseen end, but gone now
@@ -444,18 +450,6 @@ def _apply_queue() -> None:
             continue
         finally:
             events.popleft()
-
-
-#: Collected pools whose table entries may wait before a sweep removes them.
-_SWEEP_AFTER = 1024
-
-
-def _sweep() -> None:
-    """Remove the records table's entries of collected pools (call while owning the queue)."""
-    TABLES.dead = 0
-    for pool_id, record in list(_records.items()):
-        if record() is None and _records.get(pool_id) is record:
-            del _records[pool_id]
 
 
 def _apply_tuple(kind: int, target: Any, detail: Any) -> None:
@@ -567,16 +561,26 @@ def new_record(pool: object, site: Site, at: float, thread: str, cls: str, worke
     # code, where an exception from a signal handler would be swallowed.
     record = Record(pool, _append)
     record.site = site
-    pool_id = id(pool)
     record.thread = thread
     record.cls = cls
     record.workers = workers if type(workers) is int else None
     record.mode = None
     record.extra = None
     record.state = 0
-    _records[pool_id] = record
+    _setattr(pool, RECORD_ATTR, record)
     opened(site, record, at)
     return record
+
+
+def refresh(site: Site) -> None:
+    """Recompute ``site.fast_until`` after ``due``, ``next_sample`` or ``failed`` moved.
+
+    One compare on the hot path instead of a subtraction and two: an attempt
+    ``n`` is fast while ``n - failed`` is below both ``due`` and
+    ``next_sample``. A value left low only sends attempts to the full path,
+    which refreshes it; so only a lowered ``due`` or ``next_sample`` must call this.
+    """
+    site.fast_until = min(site.due, site.next_sample) + site.failed
 
 
 def opened(site: Site, record: Record, at: float) -> None:
@@ -603,8 +607,10 @@ def sample(site: Site, at: float) -> None:
         site.timeline = timeline = _thinned(timeline)
         if len(timeline) >= 4:
             site.sample_gap = (timeline[-2] - timeline[0]) / (len(timeline) // 2 - 1)
+    live = len(site.open)
     # One C call per sample: a pair from another thread never lands in between.
-    timeline.extend((at, len(site.open)))
+    timeline.extend((at, live))
+    site.sample_live = live
     site.sample_due = at + site.sample_gap
 
 
@@ -630,10 +636,8 @@ def peaked(site: Site, live_now: dict[Record, None]) -> None:
         site.registry.count_threads()
 
 
-def abandon(record: Record, pool_id: int) -> None:
-    """The constructor of the pool with id ``pool_id`` raised: it was never built."""
-    if _records.get(pool_id) is record:
-        _records.pop(pool_id, None)
+def abandon(record: Record) -> None:
+    """The constructor of the pool of ``record`` raised: it was never built."""
     site = record.site
     site.failed += 1
     site.open.pop(record, None)
@@ -767,13 +771,13 @@ class Registry:
             time.sleep(0.001)
 
     def _counted_copy(self) -> Snapshot:
-        _count_open(lambda record: record.site.registry is self)
+        _count_open(list(self.sites.values()))
         return self._copy(exact=True)
 
     def _copy(self, exact: bool) -> Snapshot:
         open_workers: dict[Site, dict[Optional[int], int]] = {}
-        for record in list(_records.values()):
-            if record.site.registry is self and record.state == 1:
+        for record in _unended(list(self.sites.values())):
+            if record.state == 1:
                 table = open_workers.setdefault(record.site, {})
                 table[record.workers] = table.get(record.workers, 0) + 1
         sites = []
@@ -790,11 +794,9 @@ class Registry:
         Their shutdowns can no longer be observed, so they stay ``open`` instead
         of turning into false ``never`` findings when collected.
         """
-        for pool_id, record in list(_records.items()):
-            if record.site.registry is self and _records.get(pool_id) is record:
-                _records.pop(pool_id, None)
-                record.mode = "forgotten"  # counted as created, and open for ever
-                _append(record)
+        for record in _unended(list(self.sites.values())):
+            record.mode = "forgotten"  # counted as created, and open for ever
+            _append(record)
 
 
 def _owned_here() -> bool:
@@ -812,10 +814,15 @@ def _owned_here() -> bool:
     return False
 
 
-def _count_open(belongs: Callable[[Record], bool]) -> None:
-    """Count the open pools not counted yet (those ``belongs`` selects): queue and apply."""
-    for record in list(_records.values()):
-        if record.state == 0 and belongs(record):
+def _unended(sites: list[Site]) -> list[Record]:
+    """The records of the pools of ``sites`` not shut down (nor known to be collected)."""
+    return [record for site in sites for record in list(site.open) if record.mode is None]
+
+
+def _count_open(sites: list[Site]) -> None:
+    """Count the open pools of ``sites`` not counted yet: queue them, apply the queue."""
+    for record in _unended(sites):
+        if record.state == 0:
             _append(record)
     _apply_queue()
 
@@ -839,7 +846,7 @@ def site_view(site: Site) -> dict[str, Any]:
     """One site's :func:`view`, exact when the queue is free now (never waits)."""
 
     def exact() -> dict[str, Any]:
-        _count_open(lambda record: record.site is site)
+        _count_open([site])
         return view(site, True)
 
     result: dict[str, Any] = owned(exact, lambda: view(site, False))
@@ -938,5 +945,10 @@ class Snapshot:
 
 
 def live_records() -> int:
-    """How many pools are being tracked right now (for tests and benchmarks)."""
-    return len(_records)
+    """How many records are alive right now, anywhere (for tests and benchmarks).
+
+    A record lives as long as its pool, and until its events are applied.
+    """
+    import gc
+
+    return sum(1 for obj in gc.get_objects() if type(obj) is Record)
