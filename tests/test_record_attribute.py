@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import executor_guard
@@ -62,3 +62,24 @@ def test_a_subclass_that_forbids_unknown_attributes_is_still_recorded() -> None:
     site = guard.report().to_dict()["sites"][0]
     assert site["created"] == 1
     assert site["shutdown"]["wait"] == 1
+
+
+def test_a_delegating_executor_is_never_asked_for_the_record() -> None:
+    asked: list[str] = []
+
+    class Delegating(Executor):
+        def __init__(self) -> None:
+            self.inner = ThreadPoolExecutor(1)
+
+        def __getattr__(self, name: str) -> Any:
+            asked.append(name)
+            return getattr(self.inner, name)
+
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            self.inner.shutdown(wait)
+
+    with executor_guard.guarded(mode="log") as guard, Delegating():
+        pass
+    assert asked == []
+    site = guard.report().to_dict()["sites"][0]
+    assert site["shutdown"]["wait"] == 1  # the inner pool, by its own shutdown

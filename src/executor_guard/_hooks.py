@@ -49,7 +49,7 @@ _get_ident = threading.get_ident
 _current_thread = threading.current_thread
 _thread_table: dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
 _setattr = object.__setattr__
-RECORD_ATTR = _RECORD_ATTR = _registry.RECORD_ATTR
+_RECORD_ATTR = _registry.RECORD_ATTR
 _new_record = _registry.new_record
 _Record = _registry.Record
 _end = _registry.end

@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from . import _hooks
+from . import _hooks, _registry
 from ._state import STATE
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -137,7 +137,7 @@ def _generate(
     else:
         params, call, bindings = mirrored
         names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-    fields = {"call": call, "record": _hooks.RECORD_ATTR}
+    fields = {"call": call, "record": _registry.RECORD_ATTR}
     for key, (param, present, generic, absent) in extra.items():
         if not names:
             fields[key] = generic
@@ -204,9 +204,11 @@ def _patch_module(module: ModuleType) -> None:
             continue
         if "__init__" in methods:
             _hooks.stock(cls)
-            if _hooks.RECORD_ATTR not in vars(cls):
-                setattr(cls, _hooks.RECORD_ATTR, None)
-                PATCHES.defaults.append(cls)
+        # Every patched class, Executor included: any executor's __exit__ and
+        # shutdown then find the default, and never ask a __getattr__ for it.
+        if _registry.RECORD_ATTR not in vars(cls):
+            setattr(cls, _registry.RECORD_ATTR, None)
+            PATCHES.defaults.append(cls)
         for name in methods:
             original = vars(cls).get(name)
             if original is None or any(p[0] is cls and p[1] == name for p in patched):
@@ -327,8 +329,8 @@ def uninstall() -> list[str]:
                 left.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
         PATCHES.patched.clear()
         for cls in PATCHES.defaults:
-            if vars(cls).get(_hooks.RECORD_ATTR, _hooks) is None:
-                delattr(cls, _hooks.RECORD_ATTR)
+            if vars(cls).get(_registry.RECORD_ATTR, _registry) is None:
+                delattr(cls, _registry.RECORD_ATTR)
         PATCHES.defaults.clear()
     return left
 
