@@ -330,3 +330,30 @@ def test_a_window_set_later_counts_from_then_on_and_can_be_dropped_again() -> No
 
 class Pool:
     """Any weak-referenceable object stands in for a pool."""
+
+
+def test_installing_again_with_the_same_options_keeps_the_sites_policy_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    looks: list[int] = []
+    check = Policy.check
+
+    def counting(self: Policy, site: object, attempt: int, now: float) -> object:
+        looks.append(attempt)
+        return check(self, site, attempt, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Policy, "check", counting)
+    executor_guard.install(mode="log", threshold=1000)
+    try:
+        for _ in range(3):
+            churn_once()
+        assert len(looks) == 1  # the first look moves the next one to the threshold
+        executor_guard.uninstall()
+        executor_guard.install(mode="log", threshold=1000)
+        churn_once()
+        assert len(looks) == 1  # same options: the site's state still holds
+        executor_guard.install(mode="log", threshold=500)
+        churn_once()
+        assert len(looks) == 2  # changed options: looked at again
+    finally:
+        executor_guard.uninstall()

@@ -150,6 +150,10 @@ class Guard:
         self.sites = self.registry.sites
 
     def _reconfigure(self, config: _config.Config) -> None:
+        if config == self.config:
+            # Installing again as before: the sites' policy state is still
+            # right, and keeping it keeps the next creation on the fast path.
+            return
         self.config = config
         if config.app != self.kind_of.app:
             # Sites already made keep their identity; new creations use the new patterns.
