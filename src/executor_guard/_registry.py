@@ -78,10 +78,25 @@ NEVER = 1 << 62
 TIMELINE_SAMPLES = 96
 TIMELINE_MAX = 2 * TIMELINE_SAMPLES
 
-#: Event kinds that are tuples rather than records.
+#: Kinds of the queued counts that are not a pool's record (an :class:`_Event`).
 _REFUSED = 0
 _OVERFLOW = 1
 _UNDO = 2
+
+
+class _Event:
+    """A queued count that is not a pool's record: a refusal, an overflow, an undo."""
+
+    __slots__ = ("detail", "kind", "target")
+
+    #: Read where a record's ``state`` (0 to 2) is: the queue tells the two
+    #: apart with the one attribute read it makes anyway.
+    state = 3
+
+    def __init__(self, kind: int, target: Any, detail: Any) -> None:
+        self.kind = kind
+        self.target = target
+        self.detail = detail
 
 
 class _Tables:
@@ -381,16 +396,16 @@ def _apply_queue() -> None:
     this loop is a third of every pool's cost.
     """
     events = _events
+    popleft = events.popleft
     while events:
-        event = events[0]
+        record: Record = events[0]
         try:
-            if type(event) is tuple:
-                _apply_tuple(*event)
-                continue
-            record: Record = event
             state = record.state
             if state == 2:
                 continue  # applied already: the collection of a pool that was shut down
+            if state == 3:
+                _apply_event(record)  # type: ignore[arg-type]
+                continue
             mode = record.mode
             site = record.site
             if state == 0 and (mode == "wait" or mode == "context") and record.extra is None:
@@ -449,10 +464,11 @@ def _apply_queue() -> None:
                 raise
             continue
         finally:
-            events.popleft()
+            popleft()
 
 
-def _apply_tuple(kind: int, target: Any, detail: Any) -> None:
+def _apply_event(event: _Event) -> None:
+    kind, target, detail = event.kind, event.target, event.detail
     if kind == _REFUSED:
         target.refused += 1
     elif kind == _OVERFLOW:
@@ -551,7 +567,7 @@ def _fold(site: Site) -> None:
 
 def refused(site: Site, at: float) -> None:
     """An attempt at ``site`` was refused (raise mode, or a warning filter raised)."""
-    submit((_REFUSED, site, at))
+    submit(_Event(_REFUSED, site, at))
 
 
 def new_record(pool: object, site: Site, at: float, thread: str, cls: str, workers: Any) -> Record:
@@ -644,7 +660,7 @@ def abandon(record: Record) -> None:
     state, mode = record.state, record.mode
     record.mode = "abandoned"
     if state:  # a report or a shutdown inside the constructor applied it already
-        submit((_UNDO, record, mode if state == 2 else None))
+        submit(_Event(_UNDO, record, mode if state == 2 else None))
 
 
 def end(record: Record, mode: str) -> None:
@@ -732,7 +748,7 @@ class Registry:
         if site is not None:
             return site
         if len(sites) >= MAX_SITES:
-            submit((_OVERFLOW, self, at))
+            submit(_Event(_OVERFLOW, self, at))
             return None
         site = Site(self, key, creator, module, ignored, at, app_frame)
         configure(site)
