@@ -129,8 +129,9 @@ class Guard:
         ``process_figures=False`` leaves out psutil's figures (and its import,
         some 20 ms), for callers that only need the sites' findings.
         """
-        from ._process import figures
-        from ._report import Report, build
+        with STATE.importing:  # report-time imports: see _state
+            from ._process import figures
+            from ._report import Report, build
 
         # Figures first: importing psutil takes a while, and the snapshot should
         # be the later, fresher of the two.

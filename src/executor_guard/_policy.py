@@ -18,6 +18,7 @@ from collections import deque
 
 from ._diagnostics import internal_error, is_ours, say
 from ._registry import NEVER, site_view
+from ._state import STATE
 from .exceptions import ExecutorChurnError, ExecutorChurnWarning
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -44,7 +45,8 @@ def _modes(site: dict[str, Any]) -> str:
 
 def _location(site: dict[str, Any]) -> str:
     """``file:line in function``, the file shown as the summary and reports show it."""
-    from ._report import short_path
+    with STATE.importing:  # report-time imports: see _state
+        from ._report import short_path
 
     return f"{short_path(site['file'])}:{site['line']} in {site['function']}"
 
@@ -77,8 +79,9 @@ class Crossing:
 
 def message(crossing: Crossing, config: Config, site: Optional[dict[str, Any]] = None) -> str:
     """The one-paragraph explanation used by every mode."""
-    from ._hints import hint
-    from ._schema import findings
+    with STATE.importing:
+        from ._hints import hint
+        from ._schema import findings
 
     site = crossing.view() if site is None else site
     names = _class_names(site)
@@ -102,9 +105,10 @@ def message(crossing: Crossing, config: Config, site: Optional[dict[str, Any]] =
 
 def event(crossing: Crossing, config: Config) -> dict[str, Any]:
     """The structured ``executor_churn`` event (JSON-ready)."""
-    from ._hints import hint
-    from ._process import figures
-    from ._schema import findings, rate_per_min
+    with STATE.importing:
+        from ._hints import hint
+        from ._process import figures
+        from ._schema import findings, rate_per_min
 
     site = crossing.view()
     stack = site["stacks"][0][1] if site["stacks"] else ()
@@ -148,9 +152,10 @@ def _structlog() -> Any:
     ``sys.modules`` change under it because we imported structlog. Importing
     that first keeps the probe a read.
     """
-    import importlib.metadata  # noqa: F401 - see above
+    with STATE.importing:
+        import importlib.metadata  # noqa: F401 - see above
 
-    import structlog
+        import structlog
 
     return structlog
 
@@ -202,7 +207,8 @@ def emit_log(data: dict[str, Any], config: Config, stream: Optional[Any] = None)
     body = dict(data)
     name = body.pop("event")
     if config.log_target == "logging":
-        import logging
+        with STATE.importing:
+            import logging
 
         logger_std = logging.getLogger("executor_guard")
         proxy = structlog.wrap_logger(
@@ -297,8 +303,9 @@ class Policy:
 
     def _known_churn(self, site: Site) -> bool:
         """Whether the baseline already knows churn at ``site`` (then nothing acts)."""
-        from ._baseline import Baseline, cached
-        from ._report import ReportFileError
+        with STATE.importing:
+            from ._baseline import Baseline, cached
+            from ._report import ReportFileError
 
         try:
             if self._baseline is None:

@@ -10,13 +10,15 @@ import threading
 from typing import Optional
 
 from ._diagnostics import internal_error
+from ._state import STATE
 
 
 def figures() -> dict[str, Optional[int]]:
     """``threads``, ``rss_bytes`` and ``fds`` of this process (None when unknown)."""
     result: dict[str, Optional[int]] = {"threads": None, "rss_bytes": None, "fds": None}
     try:
-        import psutil
+        with STATE.importing:  # report-time import: see _state
+            import psutil
 
         process = psutil.Process()
         with process.oneshot():

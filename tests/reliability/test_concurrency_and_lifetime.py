@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
 import sys
 import threading
 import tracemalloc
 import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -290,6 +292,56 @@ def test_a_child_forked_while_sysconfig_is_busy_can_still_create_pools() -> None
         os.waitpid(pid, 0)
         pytest.fail("the forked child hung at its first pool")
     assert status is not None and os.WEXITSTATUS(status) == 0
+
+
+_FORK_DURING_REPORT_IMPORT = """
+import os, sys, threading, time, faulthandler, warnings
+warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads
+from concurrent.futures import ThreadPoolExecutor
+import executor_guard
+executor_guard.install(mode="log", threshold=10)
+
+importing = threading.Event()
+class SlowDisk:  # the report module's import takes a second (a slow disk, a busy machine)
+    def find_spec(self, name, path=None, target=None):
+        if name == "executor_guard._hints" and threading.current_thread().name == "worker":
+            importing.set()
+            time.sleep(1.0)
+        return None
+sys.meta_path.insert(0, SlowDisk())
+
+def worker():
+    for _ in range(10):
+        ThreadPoolExecutor(1).shutdown()  # the 10th crosses the threshold: report-time imports
+thread = threading.Thread(target=worker, name="worker")
+thread.start()
+importing.wait(10)
+pid = os.fork()  # while the worker thread is inside that import
+if pid == 0:
+    faulthandler.dump_traceback_later(20, exit=True)  # a hung child exits 1
+    for _ in range(10):
+        ThreadPoolExecutor(1).shutdown()  # the child's own crossing imports the same modules
+    executor_guard.report()
+    os._exit(0)
+thread.join()
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_a_child_forked_during_a_report_time_import_can_still_report(tmp_path: Path) -> None:
+    """Regression: a fork landing while another thread imported a report module
+    (the first threshold crossing imports them) left that module's import lock
+    held in the child, whose own first crossing then waited for ever. A fork now
+    waits for such an import to finish (at most a few seconds)."""
+    script = tmp_path / "fork_during_import.py"
+    script.write_text(_FORK_DURING_REPORT_IMPORT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "child 0" in done.stdout, done.stderr[-2000:]
 
 
 def test_a_pool_class_made_at_run_time_is_not_kept_alive() -> None:
