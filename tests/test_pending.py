@@ -72,6 +72,35 @@ def test_queued_work_is_pending() -> None:
         pool.shutdown()
 
 
+def test_shutdown_without_wait_never_asks_a_subclass_getattr() -> None:
+    """Regression: reading the pool's internals asked the subclass's ``__getattr__``
+    for names the stock classes never read (``_pending_work_items``); one that
+    raises KeyError then made ``shutdown(wait=False)`` raise, and the pool was
+    never shut down."""
+
+    class ConfiguredPool(ThreadPoolExecutor):
+        def __init__(self, settings: dict[str, int]) -> None:
+            self.settings = settings
+            super().__init__(max_workers=settings["workers"])
+
+        def __getattr__(self, name: str) -> int:  # pool.workers, pool.timeout, ...
+            return self.settings[name]
+
+    hold = threading.Event()
+    with executor_guard.guarded(mode="log", threshold=10**9) as guard:
+        pool = ConfiguredPool({"workers": 1})
+        pool.submit(hold.wait, 30)
+        try:
+            pool.shutdown(wait=False)
+            assert pool._shutdown
+        finally:
+            hold.set()
+            pool.shutdown()
+    (site,) = guard.report().to_dict()["sites"]
+    assert site["shutdown"]["nowait"] == 1
+    assert site["nowait_pending"] == 1
+
+
 def test_an_idle_pool_has_nothing_pending() -> None:
     pool = ThreadPoolExecutor(2)
     try:

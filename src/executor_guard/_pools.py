@@ -24,15 +24,15 @@ def pending_and_workers(pool: Any) -> tuple[bool, Optional[tuple[threading.Threa
     Process pools: any work item whose result has not come back; the executor
     manager thread stands for the workers (it outlives them and joins them).
     """
-    pending_items = getattr(pool, "_pending_work_items", None)
+    pending_items = _internal(pool, "_pending_work_items")
     if isinstance(pending_items, dict):
-        manager = getattr(pool, "_executor_manager_thread", None) or getattr(
-            pool, "_queue_management_thread", None
+        manager = _internal(pool, "_executor_manager_thread") or _internal(
+            pool, "_queue_management_thread"
         )
         threads = (manager,) if isinstance(manager, threading.Thread) else None
         return bool(pending_items), threads
-    queue = getattr(pool, "_work_queue", None)
-    workers = getattr(pool, "_threads", None)
+    queue = _internal(pool, "_work_queue")
+    workers = _internal(pool, "_threads")
     threads = tuple(workers) if workers else None
     empty = getattr(queue, "empty", None)
     try:
@@ -41,12 +41,25 @@ def pending_and_workers(pool: Any) -> tuple[bool, Optional[tuple[threading.Threa
     except Exception as exc:
         if not is_ours(exc):
             raise
-    idle = getattr(pool, "_idle_semaphore", None)
+    idle = _internal(pool, "_idle_semaphore")
     idle_count = getattr(idle, "_value", None)
     if threads and isinstance(idle_count, int) and len(threads) > idle_count:
         running = _running_unfinished(threads)
         return (True if running is None else running), threads
     return False, threads
+
+
+def _internal(pool: Any, name: str) -> Any:
+    """The executor's own attribute ``name``, or None; never asks the class's ``__getattr__``.
+
+    A subclass's ``__getattr__`` may raise anything for a name it does not know
+    (``return self.settings[name]``); the stock classes never read a missing
+    attribute, so neither may the guard.
+    """
+    try:
+        return object.__getattribute__(pool, name)
+    except AttributeError:
+        return None
 
 
 def _running_unfinished(threads: tuple[threading.Thread, ...]) -> Optional[bool]:
