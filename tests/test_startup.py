@@ -89,3 +89,29 @@ def test_activation_uses_the_exit_service() -> None:
     assert expected == (guard.config.mode, guard.config.dump_signal)
     assert os.environ[_exit.OWNER_ENV] == str(os.getpid())
     assert host is signal.getsignal(signal.SIGUSR2)  # the host's answer, ours installed
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_dump_signal_of_sigterm_is_ignored_so_sigterm_still_ends_the_process() -> None:
+    """Regression: EXECUTOR_GUARD_DUMP_SIGNAL=TERM made the start-up hook turn
+    SIGTERM into "write a report and go on": the service outlived every stop."""
+    code = (
+        "import os, signal, time\n"
+        "from executor_guard import _startup\n"
+        "_startup._activate({'EXECUTOR_GUARD': 'log', 'EXECUTOR_GUARD_DUMP_SIGNAL': 'TERM'})\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(5)\n"
+        "print('survived SIGTERM')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == -signal.SIGTERM
+    assert result.stdout == ""
+    expected = [
+        "executor_guard: EXECUTOR_GUARD_DUMP_SIGNAL=TERM ignored: SIGTERM must still end the "
+        "process (EXECUTOR_GUARD_SIGTERM=1 writes the report before it does); choose another "
+        "signal (USR1, USR2)"
+    ]
+    assert expected == result.stderr.splitlines()

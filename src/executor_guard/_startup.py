@@ -106,6 +106,15 @@ def _activate(environ: Mapping[str, str]) -> Optional[Guard]:
         )
         config = config.replace(fail_on="never")
 
+    if config.dump_signal == "SIGTERM":
+        # A dump handler on SIGTERM would keep the service alive through every stop.
+        _say(
+            f"{_config.ENV['dump_signal']}={environ.get(_config.ENV['dump_signal'])} ignored: "
+            f"SIGTERM must still end the process ({_config.ENV['sigterm']}=1 writes the "
+            "report before it does); choose another signal (USR1, USR2)"
+        )
+        config = config.replace(dump_signal=None)
+
     if config.report_path is not None:
         reason = _exit.check_report_path(config.report_path)
         if reason is not None:
