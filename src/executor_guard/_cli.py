@@ -767,6 +767,8 @@ class _Run:
         self.options = options
         given = options_given(options, _config.OPTIONS)
         config, _ = resolve(os.environ, given)
+        # Children get the variable too: a bad one would leave every child unguarded.
+        _config.strict_from_environ(os.environ)
         #: The baseline applied to the summary, the report and --fail-on.
         self.baseline: Optional[Any] = None
         if config.baseline is not None:

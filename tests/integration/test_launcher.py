@@ -349,6 +349,21 @@ def test_a_bad_environment_value_exits_2_naming_the_variable(tmp_path: Path) -> 
     )
 
 
+def test_a_bad_strict_switch_exits_2_instead_of_leaving_every_child_unguarded(
+    tmp_path: Path,
+) -> None:
+    """Regression: the launcher passed a bad EXECUTOR_GUARD_STRICT on to its
+    children, whose start-up hooks then each refused it and stayed off."""
+    write(tmp_path / "app.py", "print('should not run')")
+    result = guarded("app.py", cwd=tmp_path, env={"EXECUTOR_GUARD_STRICT": "maybe"})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "executor-guard: error: EXECUTOR_GUARD_STRICT: invalid value 'maybe' "
+        "(expected 0/1, true/false, yes/no or on/off)\n"
+    )
+
+
 def test_a_missing_script_is_reported_like_python(tmp_path: Path) -> None:
     expected = plain("nope.py", cwd=tmp_path)
     actual = guarded("nope.py", cwd=tmp_path)
