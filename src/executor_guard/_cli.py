@@ -316,9 +316,10 @@ def _output(text: str, path: Optional[str], error_prefix: str) -> bool:
     if path is None or path == "-":
         sys.stdout.write(text)
         return True
+    from ._report import write_atomically
+
     try:
-        with open(path, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        write_atomically(path, text)
     except OSError as error:
         sys.stderr.write(f"{error_prefix} -o: cannot write {path!r} ({error.strerror})\n")
         return False

@@ -36,6 +36,33 @@ SCHEMA = 1
 __all__ = ["FINDINGS", "SHUTDOWN_MODES", "Report", "ReportFileError", "build", "load", "merge"]
 
 
+def write_atomically(path: str, text: str) -> str:
+    """Write ``text`` to ``path`` atomically, readable by its owner only; return the path.
+
+    The data goes to a new, exclusively created temporary file in the same
+    directory (never through an existing path or symlink), is flushed to disk,
+    then renamed over ``path``: a reader sees the old file or the whole new one.
+    """
+    target = os.path.abspath(os.path.expanduser(path))
+    directory = os.path.dirname(target)
+    fd, temporary = tempfile.mkstemp(
+        prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    return target
+
+
 class ReportFileError(ExecutorGuardError):
     """A file given to ``report`` is not a readable executor_guard report."""
 
@@ -300,30 +327,11 @@ class Report:
         return render_markdown(self._data, limit=limit)
 
     def write_json(self, path: str) -> str:
-        """Write the report atomically, readable by its owner only; return the path.
+        """Write the report with :func:`write_atomically`; return the path.
 
-        ``{pid}`` in ``path`` expands. The data goes to a new, exclusively created
-        temporary file in the same directory (never through an existing path or
-        symlink), is flushed to disk, then renamed over ``path``.
+        ``{pid}`` in ``path`` expands.
         """
-        target = os.path.abspath(os.path.expanduser(path.replace("{pid}", str(os.getpid()))))
-        directory = os.path.dirname(target)
-        fd, temporary = tempfile.mkstemp(
-            prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
-        )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as stream:
-                stream.write(self.to_json())
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
-            raise
-        return target
+        return write_atomically(path.replace("{pid}", str(os.getpid())), self.to_json())
 
     def to_html(self) -> str:
         """The report as one self-contained HTML page (see ``_html``)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -339,6 +340,25 @@ def test_report_limit_all_output_and_markdown(tmp_path: Path) -> None:
     assert markdown.count("<details>") == 3
     bad = guard("report", "-o", str(root / "no" / "dir.md"), "r.json", cwd=root)
     assert bad.returncode == 2 and bad.stderr.startswith("executor-guard report: error: -o: ")
+
+
+def test_report_output_files_are_written_atomically_for_their_owner_only(tmp_path: Path) -> None:
+    """Regression: ``report -o`` wrote through a plain open(): world-readable under
+    umask 022, through an existing symlink, and half-written if interrupted."""
+    root = project(tmp_path)
+    assert guard("-q", "--report", "r.json", "app.py", cwd=root).returncode == 0
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not ours\n")
+    (root / "page.html").symlink_to(elsewhere)
+    for name, form in [("page.html", "html"), ("summary.md", "markdown"), ("out.json", "json")]:
+        result = guard("report", "--format", form, "-o", name, "r.json", cwd=root)
+        assert result.returncode == 0, result.stderr
+        written = root / name
+        assert not written.is_symlink()
+        assert stat.S_IMODE(written.stat().st_mode) == 0o600
+        assert not list(root.glob(f".{name}.*.tmp"))
+    assert elsewhere.read_text() == "not ours\n"
+    assert (root / "page.html").read_text().startswith("<!DOCTYPE html>")
 
 
 # -- report --diff ----------------------------------------------------------------
