@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -117,6 +118,9 @@ def test_log_mode_emits_json_events_at_growing_milestones(
     assert first["site"] == f"{__file__}:{SITE_LINE} in churn_once"
     assert (first["file"], first["line"], first["function"]) == (__file__, SITE_LINE, "churn_once")
     assert first["shutdown"] == {"context": 0, "wait": 9, "nowait": 0, "never": 0, "open": 1}
+    # The pool being built counts everywhere `created` counts it (it once missed here).
+    assert first["classes"] == {"ThreadPoolExecutor": 10}
+    assert first["threads"] == {threading.current_thread().name: 10}
     assert first["findings"] == ["churn"]
     assert first["stack"][-1] == f"{__file__}:{SITE_LINE} in churn_once"
     assert first["process"]["threads"] >= 1

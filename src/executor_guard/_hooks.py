@@ -253,6 +253,7 @@ def on_init(
         _failed(exc, "recording a pool creation")
         return None
     try:
+        crossing.pool = (cls.__name__, _thread_name())
         guard.policy.act(crossing, site_frame)
     except BaseException:
         _registry.refused(site, at)

@@ -58,13 +58,15 @@ def _scope(config: Config) -> str:
 class Crossing:
     """A call site crossed the churn threshold (or a later milestone) just now."""
 
-    __slots__ = ("attempt", "first", "refused", "site")
+    __slots__ = ("attempt", "first", "pool", "refused", "site")
 
     def __init__(self, site: Site, attempt: int, refused: bool, first: bool) -> None:
         self.site = site
         self.attempt = attempt
         self.refused = refused
         self.first = first
+        #: ``(class name, thread name)`` of the pool being built, set by the hooks.
+        self.pool: Optional[tuple[str, str]] = None
 
     def view(self) -> dict[str, Any]:
         """The site's counts now, this attempt included."""
@@ -74,6 +76,10 @@ class Crossing:
             site["created"] += 1
             site["live"] += 1
             site["shutdown"]["open"] += 1
+            if self.pool is not None:
+                cls, thread = self.pool
+                site["classes"][cls] = site["classes"].get(cls, 0) + 1
+                site["threads"][thread] = site["threads"].get(thread, 0) + 1
         return site
 
 
