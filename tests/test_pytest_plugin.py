@@ -224,6 +224,10 @@ def test_warn_mode_reports_through_pytests_warning_capture(pytester: pytest.Pyte
             "executor_guard: ini option executor_guard_mode: invalid value 'shout'*",
         ),
         (
+            ("ini", "executor_guard_fail_session = maybe"),
+            "executor_guard: ini option executor_guard_fail_session: invalid value 'maybe'*",
+        ),
+        (
             ("env", "EXECUTOR_GUARD_THRESHOLD=x"),
             "executor_guard: EXECUTOR_GUARD_THRESHOLD: invalid value 'x'*",
         ),
@@ -245,6 +249,18 @@ def test_a_bad_value_names_its_source(
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+def test_a_bad_enable_switch_in_ini_names_the_option(pytester: pytest.Pytester) -> None:
+    """Regression: switches were pytest "bool" ini options, refused by pytest as
+    "invalid truth value" without naming the option."""
+    pytester.makepyfile(SUITE)
+    pytester.makeini("[pytest]\nexecutor_guard = maybe\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: executor_guard: ini option executor_guard: invalid value 'maybe'*"]
+    )
 
 
 def test_churn_across_tests_is_summarised_with_the_tests_that_hit_it(

@@ -134,9 +134,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for spelling in _SPELLINGS:
         option = spelling.option
         group.addoption(spelling.flag, dest=spelling.ini, **option.flag_arguments())
-        if option.parse is _config.parse_bool:
-            parser.addini(spelling.ini, option.help, type="bool", default=None)
-        elif option.repeatable:
+        # Switches too are read as text and parsed by the option table, so that
+        # a bad value is one line naming the ini option (pytest's own "bool"
+        # type would refuse it without saying which).
+        if option.repeatable:
             parser.addini(spelling.ini, option.help, type="linelist", default=None)
         else:
             parser.addini(spelling.ini, option.help, default=None)
