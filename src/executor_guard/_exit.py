@@ -143,7 +143,7 @@ class _Anchor:
 class _Service:
     """The at-exit registration, made once per interpreter (a forked child inherits it)."""
 
-    __slots__ = ("anchor", "pid", "process", "registered", "wrapped")
+    __slots__ = ("anchor", "dumps", "pid", "process", "registered", "wrapped")
 
     def __init__(self) -> None:
         self.registered = False
@@ -154,9 +154,14 @@ class _Service:
         self.anchor: Optional[_Anchor] = None
         #: os function name -> (the original, ours) while ours is installed.
         self.wrapped: dict[str, tuple[Any, Any]] = {}
+        #: Dump threads started on the dump signal, joined before the process ends.
+        self.dumps: list[Any] = []
 
 
 _service = _Service()
+
+#: Seconds the end of the process waits at most for a dump under way.
+_DUMP_JOIN = 5.0
 
 
 def _this_process() -> _Process:
@@ -212,6 +217,7 @@ def finish(status: int, *, figures: bool = True) -> int:
     into the ``--fail-on`` status). Called again, it changes nothing.
     ``figures=False`` leaves psutil's process figures out of the report.
     """
+    _join_dumps()
     process = _this_process()
     finisher = process.finisher
     if finisher is not None:
@@ -643,7 +649,24 @@ def dump_on_signal(name: str) -> bool:
 def _start_dump(signum: int) -> None:
     import threading
 
-    threading.Thread(target=_dump, args=(signum,), name="executor_guard-dump", daemon=True).start()
+    thread = threading.Thread(target=_dump, args=(signum,), name="executor_guard-dump", daemon=True)
+    _service.dumps[:] = [t for t in _service.dumps if t.is_alive()] + [thread]
+    thread.start()
+
+
+def _join_dumps() -> None:
+    """Let dumps under way finish (a few seconds at most) before the process ends.
+
+    A dump thread still running while the interpreter ends (3.12) can turn an
+    uncaught Ctrl-C's status 130 into 1; the final report follows anyway.
+    """
+    import threading
+
+    current = threading.current_thread()
+    for thread in list(_service.dumps):
+        if thread is not current:
+            thread.join(_DUMP_JOIN)
+    _service.dumps.clear()
 
 
 def _dump(signum: int) -> None:

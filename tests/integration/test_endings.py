@@ -372,6 +372,23 @@ def test_ctrl_c_shows_the_programs_frames_only(tmp_path: Path) -> None:
     assert actual.stderr == expected.stderr
 
 
+def test_ctrl_c_just_after_a_dump_still_ends_by_sigint(tmp_path: Path) -> None:
+    """Regression: a dump thread still writing while the launcher re-raised the
+    program's KeyboardInterrupt made 3.12 exit 1 in about a third of the runs."""
+    write(
+        tmp_path / "app.py",
+        """
+        import os, signal
+        os.kill(os.getpid(), signal.SIGUSR1)
+        raise KeyboardInterrupt
+        """,
+    )
+    statuses = [
+        guarded("-q", "--dump-signal", "USR1", "app.py", cwd=tmp_path).returncode for _ in range(12)
+    ]
+    assert statuses == [-signal.SIGINT] * 12
+
+
 def test_ctrl_c_from_the_console_script_shows_the_programs_frames_only(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("executor-guard")
     if not script.exists():
