@@ -128,6 +128,26 @@ def test_log_mode_emits_json_events_at_growing_milestones(
     assert list(first)[:4] == ["event", "timestamp", "level", "logger"]
 
 
+def test_the_event_counts_the_pool_being_built_within_the_thread_name_cap(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The crossing's own pool goes to ``(other)`` once a site has all the thread
+    names it keeps, as the registry counts every other pool."""
+    from executor_guard._registry import MAX_NAMES, OTHER
+
+    with executor_guard.guarded(mode="log", log_format="json", threshold=MAX_NAMES + 1):
+        for n in range(MAX_NAMES):
+            worker = threading.Thread(target=churn_once, name=f"worker-{n}")
+            worker.start()
+            worker.join()
+        churn_once()  # the crossing, from a thread name the site has no room for
+    (event,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert event["created"] == MAX_NAMES + 1
+    assert len(event["threads"]) == MAX_NAMES + 1
+    assert event["threads"][OTHER] == 1
+    assert threading.current_thread().name not in event["threads"]
+
+
 def test_log_mode_console_format_prints_the_stack_under_the_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -232,26 +232,11 @@ def build(reports: Report, path: str) -> dict[str, Any]:
 
 def write(reports: Report, path: str) -> dict[str, Any]:
     """Write the baseline for ``reports`` to ``path`` (atomically); return what was written."""
-    import tempfile
+    from ._report import write_atomically
 
     data = build(reports, path)
-    target = os.path.abspath(path)
-    fd, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=os.path.dirname(target)
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
-        # A baseline is committed and shared: readable like any project file.
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    # A baseline is committed and shared: readable like any project file.
+    write_atomically(path, json.dumps(data, indent=2) + "\n", mode=0o644)
     return data
 
 

@@ -718,6 +718,7 @@ def reset() -> None:
     _service.registered = False
     _service.anchor = None
     _service.process = _Process()
+    _service.dumps.clear()
 
 
 class _Part:

@@ -65,22 +65,13 @@ class Crossing:
         self.attempt = attempt
         self.refused = refused
         self.first = first
-        #: ``(class name, thread name)`` of the pool being built, set by the hooks.
+        #: ``(class name, thread name)`` of the pool being built: the hooks set
+        #: it before :meth:`Policy.act` (only a crossing pays for the name).
         self.pool: Optional[tuple[str, str]] = None
 
     def view(self) -> dict[str, Any]:
-        """The site's counts now, this attempt included."""
-        site = site_view(self.site)
-        if not self.refused:
-            # This attempt's pool is being built: count it, as open and live.
-            site["created"] += 1
-            site["live"] += 1
-            site["shutdown"]["open"] += 1
-            if self.pool is not None:
-                cls, thread = self.pool
-                site["classes"][cls] = site["classes"].get(cls, 0) + 1
-                site["threads"][thread] = site["threads"].get(thread, 0) + 1
-        return site
+        """The site's counts now, this attempt's pool included unless it is refused."""
+        return site_view(self.site, None if self.refused else self.pool)
 
 
 def message(crossing: Crossing, config: Config, site: Optional[dict[str, Any]] = None) -> str:

@@ -858,14 +858,25 @@ def settle(site: Site) -> None:
     owned(lambda: _prune_all(site) if site.draining else None, lambda: None)
 
 
-def site_view(site: Site) -> dict[str, Any]:
-    """One site's :func:`view`, exact when the queue is free now (never waits)."""
+def site_view(site: Site, building: Optional[tuple[str, str]] = None) -> dict[str, Any]:
+    """One site's :func:`view`, exact when the queue is free now (never waits).
+
+    ``building`` is ``(class name, thread name)`` of a pool under construction
+    at ``site`` (a threshold crossing): counted as created, live and open.
+    """
 
     def exact() -> dict[str, Any]:
         _count_open([site])
         return view(site, True)
 
     result: dict[str, Any] = owned(exact, lambda: view(site, False))
+    if building is not None:
+        cls, thread = building
+        result["created"] += 1
+        result["live"] += 1
+        result["shutdown"]["open"] += 1
+        _count(result["classes"], cls)
+        _count(result["threads"], thread)
     return result
 
 

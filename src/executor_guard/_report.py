@@ -36,12 +36,13 @@ SCHEMA = 1
 __all__ = ["FINDINGS", "SHUTDOWN_MODES", "Report", "ReportFileError", "build", "load", "merge"]
 
 
-def write_atomically(path: str, text: str) -> str:
+def write_atomically(path: str, text: str, mode: Optional[int] = None) -> str:
     """Write ``text`` to ``path`` atomically, readable by its owner only; return the path.
 
     The data goes to a new, exclusively created temporary file in the same
     directory (never through an existing path or symlink), is flushed to disk,
     then renamed over ``path``: a reader sees the old file or the whole new one.
+    ``mode`` replaces the owner-only permissions (a baseline is a shared file).
     """
     target = os.path.abspath(os.path.expanduser(path))
     directory = os.path.dirname(target)
@@ -53,6 +54,8 @@ def write_atomically(path: str, text: str) -> str:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
+        if mode is not None:
+            os.chmod(temporary, mode)
         os.replace(temporary, target)
     except BaseException:
         try:

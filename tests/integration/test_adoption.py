@@ -459,6 +459,8 @@ def test_the_plugin_lets_a_baseline_pass_and_refuses_a_bad_table(tmp_path: Path)
     assert guarded.returncode == 0
     written = guard("report", "--write-baseline", "guard-baseline.json", "r.json", cwd=root)
     assert written.returncode == 0, written.stderr
+    # Committed and shared, unlike a report: readable like any project file.
+    assert stat.S_IMODE((root / "guard-baseline.json").stat().st_mode) == 0o644
     (root / "pyproject.toml").write_text(
         '[tool.executor_guard]\nbaseline = "guard-baseline.json"\n'
     )
