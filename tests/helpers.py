@@ -71,6 +71,7 @@ class Harness:
         )
         if stack is not None:
             record.extra = (stack, None)
+        _registry.built(record)
         return record, crossing
 
     def close(

@@ -105,8 +105,8 @@ INIT_BODY = """
                     record.workers = {workers}
                     record.mode = None
                     record.extra = None
-                    record.state = 0
-                    _setattr(self, _RECORD_ATTR, record)  # filed: from here a failure abandons it
+                    record.state = -1
+                    _setattr(self, _RECORD_ATTR, record)  # filed: counted once built
                     site.last_at = at
                     live_now = site.open
                     live_now[record] = None
@@ -129,7 +129,13 @@ INIT_BODY = """
             except _ExecutorChurnError as refused:
                 # A fresh traceback: it starts here, one frame under the call site.
                 raise refused.with_traceback(None) from None
-        return original({call})
+        result = original({call})
+        if record is not None:
+            # _registry.built, inlined: from here the pool counts.
+            record.state = 0
+            if record.mode is not None:
+                _append(record)  # it ended inside its constructor: count that now
+        return result
     except BaseException:
         # The constructor raised, or an exception of the program's (a signal
         # handler's) reached us: a pool filed for this call was never built.

@@ -87,16 +87,15 @@ _UNDO = 2
 class _Event:
     """A queued count that is not a pool's record: a refusal, an overflow, an undo."""
 
-    __slots__ = ("detail", "kind", "target")
-
-    #: Read where a record's ``state`` (0 to 2) is: the queue tells the two
-    #: apart with the one attribute read it makes anyway.
-    state = 3
+    __slots__ = ("detail", "kind", "state", "target")
 
     def __init__(self, kind: int, target: Any, detail: Any) -> None:
         self.kind = kind
         self.target = target
         self.detail = detail
+        #: 3 where a record's ``state`` (-1 to 2) is: the queue tells the two
+        #: apart with the one attribute read it makes anyway; 2 once applied.
+        self.state = 3
 
 
 class _Tables:
@@ -143,12 +142,15 @@ RECORD_ATTR = "_executor_guard_record"
 class Record(weakref.ref):  # type: ignore[type-arg]
     """One pool: a weak reference to it, what its creation was, and how it ended.
 
-    Filled by the hooks, applied to its site by the event owner. A record is
-    queued once for its creation and once more for its end; ``state`` is 0
-    (nothing applied), 1 (creation applied) or 2 (end applied), and each
-    occurrence in the queue moves it one step, so the two apply in the order
-    they happened even when the end was queued first (a shutdown inside the
-    constructor).
+    Filled by the hooks, applied to its site by the event owner when queued
+    (at its end, at its collection, or by a report while it is open).
+    ``state`` is -1 while the constructor runs, 0 once it has returned (the
+    pool is built and counts from then on), 1 once a report has counted the
+    creation of the still open pool, 2 once applied whole. The constructor's
+    return is the one step that makes a pool count: a constructor cut short
+    by an exception (its own, or a signal handler's landing anywhere in our
+    code, our undo included) leaves a record that is dropped when the
+    half-built pool is collected.
     """
 
     __slots__ = ("cls", "extra", "mode", "site", "state", "thread", "workers")
@@ -389,11 +391,18 @@ def owned(action: Callable[[], Any], otherwise: Callable[[], Any]) -> Any:
 def _apply_queue() -> None:
     """Apply the queued events in order (call only while owning the queue).
 
-    A pool's record is queued once, at its end (or its collection, or by a
-    report for a pool still open), and applied whole. Peek, apply, then pop:
-    an exception a signal handler raises in between loses nothing (a record
-    is applied once however often it is queued). The application is inlined:
-    this loop is a third of every pool's cost.
+    A pool's record is queued at its end (or its collection, or by a report
+    for a pool still open) and applied whole. Peek, apply, then pop, and pop
+    only what was applied: an exception a signal handler raises in the middle
+    (Ctrl-C, a timeout) leaves the record first in the queue, and the next
+    owner applies it again. Each count is taken with the step of ``state``
+    that says it was taken, and no call between the two: CPython 3.10 and
+    later run signal handlers only at calls and loop edges, so there a count
+    is never lost nor taken twice (3.9 can run one between most bytecodes:
+    there a storm of handler exceptions can put a count off by a few).
+    Breakdowns (threads, classes, sizes, stacks) come after the step: an
+    interruption there loses one entry of a breakdown, never a count.
+    The application is inlined: this loop is a third of every pool's cost.
     """
     events = _events
     popleft = events.popleft
@@ -401,17 +410,28 @@ def _apply_queue() -> None:
         record: Record = events[0]
         try:
             state = record.state
-            if state == 2:
-                continue  # applied already: the collection of a pool that was shut down
-            if state == 3:
-                _apply_event(record)  # type: ignore[arg-type]
-                continue
+            if state:
+                if state == 2:
+                    popleft()  # applied already: the collection of a pool that was shut down
+                    continue
+                if state == 3:
+                    _apply_event(record)  # type: ignore[arg-type]
+                    popleft()
+                    continue
+                if state < 0:
+                    # Its constructor has not returned: still building (it
+                    # queues itself again when built if it ended meanwhile),
+                    # or collected because the constructor raised: never built.
+                    if record() is None:
+                        record.state = 2
+                        record.site.open.pop(record, None)
+                    popleft()
+                    continue
             mode = record.mode
             site = record.site
             if state == 0 and (mode == "wait" or mode == "context") and record.extra is None:
                 # Most pools: built and shut down plainly. Consecutive ones
                 # alike are counted as one run, folded into the tables later.
-                record.state = 2
                 thread = record.thread
                 cls = record.cls
                 workers = record.workers
@@ -427,13 +447,16 @@ def _apply_queue() -> None:
                     site.run_workers = workers
                     site.run_mode = mode
                 site.run += 1
+                record.state = 2
+                popleft()
                 continue
             if state == 0:
                 if mode == "abandoned":
                     record.state = 2
+                    popleft()
                     continue
-                record.state = 1
                 site.created += 1
+                record.state = 1
                 _count(site.threads, record.thread)
                 _count(site.classes, record.cls)
                 extra = record.extra
@@ -441,41 +464,56 @@ def _apply_queue() -> None:
                     _add_stack(site, extra[0])
             if mode is None:
                 if record() is not None:
-                    continue  # still open (a report queued it): counted as created
+                    popleft()  # still open (a report queued it): counted as created
+                    continue
                 mode = record.mode = "never"  # queued by the weak reference: collected
                 site.open.pop(record, None)
                 sample(site, time.monotonic())
             elif mode == "forgotten":
                 if record() is None:
                     site.open.pop(record, None)  # unseen end, but gone now
+                popleft()
                 continue
             elif mode == "abandoned":
+                popleft()
                 continue
+            # The end's count, call-free (see above).
+            if mode == "wait":
+                site.wait += 1
+            elif mode == "never":
+                site.never += 1
+            elif mode == "nowait":
+                site.nowait += 1
+            else:
+                site.context += 1
             record.state = 2
-            setattr(site, mode, getattr(site, mode) + 1)
             _count(site.max_workers, record.workers)
             extra = record.extra
             if extra is not None and extra[1] is not None:
                 _ended_with(site, record, extra[1])
-        except (AttributeError, TypeError) as exc:
-            # A record left half-made by an exception from a signal handler
-            # (its pool then never got built): nothing to count.
+            popleft()
+        except Exception as exc:
             if not is_ours(exc):
-                raise
-            continue
-        finally:
+                raise  # the program's: the record stays first, applied again next time
+            # Ours, as from a record left half-made by an exception from a
+            # signal handler (its pool then never got built): nothing to
+            # count, and nothing to retry.
             popleft()
 
 
 def _apply_event(event: _Event) -> None:
+    """Apply a refusal, an overflow or an undo; its ``state`` says it is applied."""
     kind, target, detail = event.kind, event.target, event.detail
     if kind == _REFUSED:
         target.refused += 1
+        event.state = 2
     elif kind == _OVERFLOW:
         target.overflow += 1  # here the target is the registry
+        event.state = 2
     else:  # _UNDO: a constructor raised after its pool's creation was applied
         site = target.site
         site.created -= 1
+        event.state = 2
         if detail is not None:  # and its end
             setattr(site, detail, getattr(site, detail) - 1)
 
@@ -553,13 +591,16 @@ def _fold(site: Site) -> None:
     """Add the current run of alike pools (thread, class, size, end) to the counts."""
     run = site.run
     if run:
+        # The counts and the run's reset with no call between (see _apply_queue).
         site.run = 0
         site.created += run
+        if site.run_mode == "wait":
+            site.wait += run
+        else:
+            site.context += run
         _count(site.threads, site.run_thread, run)
         _count(site.classes, site.run_class, run)
         _count(site.max_workers, site.run_workers, run)
-        mode = site.run_mode
-        setattr(site, mode, getattr(site, mode) + run)
 
 
 # -- what the hooks call --------------------------------------------------------
@@ -582,10 +623,23 @@ def new_record(pool: object, site: Site, at: float, thread: str, cls: str, worke
     record.workers = workers if type(workers) is int else None
     record.mode = None
     record.extra = None
-    record.state = 0
+    record.state = -1  # built when the constructor returns (see _hooks.INIT_BODY)
     _setattr(pool, RECORD_ATTR, record)
     opened(site, record, at)
     return record
+
+
+def built(record: Record) -> None:
+    """The pool's constructor returned: from now on its record counts.
+
+    Nothing before this can make a pool count, so an exception that cuts the
+    constructor short (its own, or a signal handler's anywhere in the guard's
+    undo) leaves a record that is never counted. ``_hooks.INIT_BODY`` inlines
+    these two steps on the hot path.
+    """
+    record.state = 0
+    if record.mode is not None:
+        _append(record)  # it ended inside its constructor: count that now
 
 
 def refresh(site: Site) -> None:
@@ -659,7 +713,7 @@ def abandon(record: Record) -> None:
     site.open.pop(record, None)
     state, mode = record.state, record.mode
     record.mode = "abandoned"
-    if state:  # a report or a shutdown inside the constructor applied it already
+    if state > 0:  # applied already: built, then the constructor's caller got an exception
         submit(_Event(_UNDO, record, mode if state == 2 else None))
 
 
@@ -916,7 +970,7 @@ def view(
             "wait": site.wait,
             "nowait": site.nowait,
             "never": site.never,
-            "open": site.created - closed,
+            "open": max(0, site.created - closed),  # 3.9: see _apply_queue
         },
         "nowait_pending": site.nowait_pending,
         "cancel_futures": site.cancel_futures,
