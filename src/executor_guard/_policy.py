@@ -217,16 +217,37 @@ def emit_log(data: dict[str, Any], config: Config, stream: Optional[Any] = None)
         )
     else:
         target = stream if stream is not None else sys.stderr
-        # WriteLogger writes line and newline in one call: lines from several
-        # processes sharing stderr do not interleave.
         proxy = structlog.wrap_logger(
-            structlog.WriteLogger(target),
+            _LineWriter(target),
             processors=[add_timestamp, renderer],
             wrapper_class=structlog.BoundLogger,
             context_class=dict,
             cache_logger_on_first_use=False,
         )
     proxy.warning(name, **body)
+
+
+class _LineWriter:
+    """A structlog logger that writes each rendered line in one ``write`` call, with no lock.
+
+    One call for line and newline: lines from several threads or processes
+    sharing stderr do not interleave. structlog's own ``WriteLogger`` does the
+    same under a lock shared by every logger of that file; a fork while another
+    thread holds it (writing its line) leaves it held in the child, whose first
+    line then waits for ever.
+    """
+
+    __slots__ = ("_file",)
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def warning(self, message: str) -> None:
+        """Write ``message`` and a newline, then flush."""
+        self._file.write(message + "\n")
+        flush = getattr(self._file, "flush", None)
+        if flush is not None:
+            flush()
 
 
 def _milestone_after(count: int, threshold: int) -> int:

@@ -437,3 +437,58 @@ def test_a_pool_left_open_at_uninstall_is_not_live_once_collected() -> None:
     gc.collect()
     site = guard.report().to_dict()["sites"][0]
     assert (site["created"], site["live"], site["shutdown"]["open"]) == (1, 0, 1)
+
+
+_FORK_DURING_HOST_LOG_LINE = """
+import os, sys, threading, time, faulthandler, warnings
+warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads
+import structlog
+from concurrent.futures import ThreadPoolExecutor
+import executor_guard
+
+class SlowStderr:  # the host's log line takes a second to write (a full pipe)
+    def __init__(self, real):
+        self.real = real
+    def write(self, text):
+        if threading.current_thread().name == "host-logger":
+            writing.set()
+            time.sleep(1.0)
+        return self.real.write(text)
+    def flush(self):
+        self.real.flush()
+
+writing = threading.Event()
+sys.stderr = SlowStderr(sys.stderr)
+executor_guard.install(mode="log", threshold=10)
+host_log = structlog.WriteLogger(sys.stderr)  # the host logs to stderr too
+thread = threading.Thread(target=host_log.msg, args=("host line",), name="host-logger")
+thread.start()
+writing.wait(10)
+pid = os.fork()  # while the host's thread holds structlog's lock for stderr
+if pid == 0:
+    faulthandler.dump_traceback_later(20, exit=True, file=sys.__stderr__)  # hung: exit 1
+    for _ in range(10):
+        ThreadPoolExecutor(1).shutdown()  # the 10th crosses the threshold: a log line
+    os._exit(0)
+thread.join()
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_a_child_forked_while_another_thread_writes_a_structlog_line_can_still_log(
+    tmp_path: Path,
+) -> None:
+    """Regression: the guard wrote through structlog's WriteLogger, whose lock for
+    stderr is shared with every other WriteLogger of it (the host's, or the guard's
+    own line in another thread). A fork while one held it left it held in the
+    child, whose first line then waited for ever."""
+    script = tmp_path / "fork_during_log_line.py"
+    script.write_text(_FORK_DURING_HOST_LOG_LINE)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "child 0" in done.stdout, done.stderr[-2000:]
+    assert "executor_churn" in done.stderr, done.stderr[-2000:]
