@@ -65,8 +65,12 @@ _refresh = _registry.refresh
 
 #: The active guard, or None; set by ``_guard`` when a guard (de)activates.
 _guard: Optional[Guard] = None
-#: The pool classes whose constructors have nothing of their own to skip.
-_STOCK: set[type] = set()
+#: The patched classes themselves (their constructors have nothing of their
+#: own to skip) -> their name, or None if they set attributes their own way.
+#: A stock pool takes a plain attribute store and this name on the hot path:
+#: fewer distinct C paths than ``object.__setattr__`` and ``__name__``, and
+#: those cost cache misses right after a thread start evicted them.
+_STOCK: dict[type, Optional[str]] = {}
 
 
 def bind(guard: Optional[Guard]) -> None:
@@ -77,7 +81,8 @@ def bind(guard: Optional[Guard]) -> None:
 
 def stock(cls: type) -> None:
     """``cls`` is a patched class itself: its instances need no constructor skip."""
-    _STOCK.add(cls)
+    plain = getattr(cls, "__setattr__", None) is object.__setattr__
+    _STOCK[cls] = cls.__name__ if plain else None
 
 
 # -- the patched methods' bodies (compiled by _patch with each original's signature) --
@@ -101,12 +106,18 @@ INIT_BODY = """
                     record.site = site
                     current = _thread_table.get(_get_ident())
                     record.thread = current._name if current is not None else _thread_name()
-                    record.cls = type(self).__name__
+                    name = _STOCK.get(type(self))
                     record.workers = {workers}
                     record.mode = None
                     record.extra = None
                     record.state = -1
-                    _setattr(self, _RECORD_ATTR, record)  # filed: counted once built
+                    # Filed (counted once built):
+                    if name is not None:
+                        record.cls = name
+                        self.{record} = record
+                    else:
+                        record.cls = type(self).__name__
+                        _setattr(self, _RECORD_ATTR, record)
                     site.last_at = at
                     live_now = site.open
                     live_now[record] = None
