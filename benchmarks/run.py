@@ -64,6 +64,11 @@ TARGETS: dict[str, tuple[str, str]] = {
         "reported next to target 2: machine instructions counted by valgrind, guarded ÷ "
         "unguarded; a noise-free proxy for time (stalls and branch misses are not counted)",
     ),
+    "cold_misses": (
+        "2c. Tight loop with evicted caches, last-level misses per pool (cachegrind)",
+        "reported next to target 1: the tight loop with the caches evicted before each pool "
+        "(as a thread start does), cachegrind's simulated last-level misses, guarded ÷ unguarded",
+    ),
     "submit": (
         "3. `submit(int)` on a long-lived pool created under the guard",
         "guarded ÷ unguarded ≤ 1.02×",
