@@ -151,6 +151,40 @@ def test_report_on_a_bad_field_is_one_line_naming_file_and_field(
     assert named in line
 
 
+@pytest.mark.parametrize("value", ["-3", "x", "1.5"])
+def test_a_bad_limit_is_one_line_naming_the_flag_the_value_and_what_it_takes(
+    tmp_path: Path, value: str
+) -> None:
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(REAL))
+    result = subprocess.run(
+        [sys.executable, "-m", "executor_guard", "report", "--limit", value, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "--limit" in line and repr(value) in line, line
+    assert "0 or more" in line, line
+
+
+def test_one_site_left_out_by_the_limit_is_one_site(tmp_path: Path) -> None:
+    flagged = [site for site in REAL["sites"] if site["findings"]]
+    assert flagged
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(REAL))
+    limit = str(len(flagged) - 1)
+    result = subprocess.run(
+        [sys.executable, "-m", "executor_guard", "report", "--limit", limit, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "... and 1 more site with findings (see the JSON report, or --all)" in result.stdout
+
+
 def test_empty_totals_are_derived_from_the_sites() -> None:
     data = copy.deepcopy(REAL)
     data["totals"] = {}

@@ -229,7 +229,7 @@ exit status:
     )
     limits = parser.add_mutually_exclusive_group()
     limits.add_argument(
-        "--limit", type=_typed(_positive), metavar="N", help="show N sites with findings (10)"
+        "--limit", type=_typed(_count), metavar="N", help="show N sites with findings (10)"
     )
     limits.add_argument("--all", action="store_true", help="show every site with findings")
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
@@ -248,10 +248,10 @@ exit status:
     return parser
 
 
-def _positive(value: object, source: str) -> int:
+def _count(value: object, source: str) -> int:
     if isinstance(value, str) and value.strip().isdigit() and value.isascii():
         return int(value)
-    raise ConfigError(source, value, "expected a whole number")
+    raise ConfigError(source, value, "expected a number of sites: 0 or more")
 
 
 def _report_command(argv: Sequence[str]) -> int:
