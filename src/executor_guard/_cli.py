@@ -763,11 +763,11 @@ class _Run:
     def __init__(self, options: argparse.Namespace) -> None:
         from . import _exit
         from ._guard import install_config
-        from ._pyproject import resolve
+        from ._pyproject import TABLE, resolve
 
         self.options = options
         given = options_given(options, _config.OPTIONS)
-        config, _ = resolve(os.environ, given)
+        config, settings = resolve(os.environ, given)
         # Children get the variable too: a bad one would leave every child unguarded.
         _config.strict_from_environ(os.environ)
         #: The baseline applied to the summary, the report and --fail-on.
@@ -776,7 +776,13 @@ class _Run:
             from ._baseline import cached
             from ._report import ReportFileError
 
-            source = "--baseline" if "baseline" in given else "baseline"
+            # Named where the value came from (CLI > environment > file).
+            if "baseline" in given:
+                source = "--baseline"
+            elif os.environ.get(_config.ENV["baseline"], "").strip():
+                source = _config.ENV["baseline"]
+            else:
+                source = f"{settings.describe()} {TABLE} baseline"
             try:
                 self.baseline = cached(config.baseline)
             except ReportFileError as error:

@@ -289,6 +289,21 @@ def test_report_baseline_counts_the_sites_it_covered(tmp_path: Path) -> None:
     ]
 
 
+def test_an_unreadable_baseline_is_named_where_it_was_set(tmp_path: Path) -> None:
+    from_env = guard(
+        "app.py", cwd=project(tmp_path / "env"), env={"EXECUTOR_GUARD_BASELINE": "nope.json"}
+    )
+    from_file = guard("app.py", cwd=project(tmp_path / "file", 'baseline = "nope.json"\n'))
+    for result, source in (
+        (from_env, "EXECUTOR_GUARD_BASELINE"),
+        (from_file, "pyproject.toml [tool.executor_guard] baseline"),
+    ):
+        assert result.returncode == 2
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"executor-guard: error: {source}: cannot read the baseline "), line
+        assert line.endswith("nope.json: no such file"), line
+
+
 def test_an_unreadable_baseline_is_status_2_before_the_program_runs(tmp_path: Path) -> None:
     root = project(tmp_path)
     result = guard("--baseline", "nope.json", "app.py", cwd=root)
