@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 import _common
 
@@ -110,44 +111,68 @@ def counts(loop: str, variant: str, n: int, env: dict[str, str], caches: bool) -
     return found
 
 
-def per_pool(variant: str, env: dict[str, str]) -> float:
-    """Instructions per pool: (N pools − 0 pools) ÷ N."""
-    many = counts(LOOP, variant, N, env, caches=False)
-    none = counts(LOOP, variant, 0, env, caches=False)
-    return (many["I"] - none["I"]) / N
+def net(loop: str, variant: str, n: int, env: dict[str, str], caches: bool) -> dict[str, float]:
+    """Each count per pool: (``n`` pools − 0 pools) ÷ ``n``."""
+    many = counts(loop, variant, n, env, caches)
+    none = counts(loop, variant, 0, env, caches)
+    return {name: (many[name] - none[name]) / n for name in many}
 
 
-def cold_misses(variant: str, env: dict[str, str]) -> tuple[float, float]:
-    """Last-level (instruction, data) misses per iteration of the cold loop."""
-    many = counts(COLD_LOOP, variant, N_COLD, env, caches=True)
-    none = counts(COLD_LOOP, variant, 0, env, caches=True)
-    return ((many["LLi"] - none["LLi"]) / N_COLD, (many["LLd"] - none["LLd"]) / N_COLD)
+#: The cold loop's variants: the scan alone, then a bare pool, then a guarded one.
+VARIANTS = ("scan", "bare", "guarded")
 
 
 def cold_pool_misses(env: dict[str, str]) -> tuple[tuple[float, float], tuple[float, float]]:
     """Per-pool (instruction, data) misses, bare and guarded, net of the scan itself."""
-    scan_i, scan_d = cold_misses("scan", env)
-    bare_i, bare_d = cold_misses("bare", env)
-    guarded_i, guarded_d = cold_misses("guarded", env)
-    return (bare_i - scan_i, bare_d - scan_d), (guarded_i - scan_i, guarded_d - scan_d)
+    scan, bare, guarded = (net(COLD_LOOP, v, N_COLD, env, True) for v in VARIANTS)
+    return (
+        (bare["LLi"] - scan["LLi"], bare["LLd"] - scan["LLd"]),
+        (guarded["LLi"] - scan["LLi"], guarded["LLd"] - scan["LLd"]),
+    )
+
+
+def reported(
+    key: str,
+    unit: str,
+    figures: tuple[float, float],
+    limit_text: str,
+    detail: dict[str, Any],
+    notes: tuple[str, str] = ("", ""),
+) -> dict[str, Any]:
+    """A reported (never judged) figure: ``figures`` is (bare, guarded) per pool."""
+    bare, guarded = figures
+    ratio = guarded / bare
+    return _common.result(
+        key,
+        TITLES[key],
+        guarded=f"{guarded:,.0f} {unit} / pool{notes[1]}",
+        unguarded=f"{bare:,.0f} {unit} / pool{notes[0]}",
+        value=ratio,
+        value_text=f"{ratio:.3f}× (+{guarded - bare:,.0f} {unit})",
+        limit_text=limit_text,
+        passed=None,
+        detail=detail,
+    )
+
+
+TITLES = {
+    "tight_instructions": "Tight loop, instructions per pool (valgrind)",
+    "cold_misses": "Tight loop with evicted caches, last-level misses per pool (cachegrind)",
+}
 
 
 def main() -> None:
     """Count both variants and emit their JSON (``not available`` without valgrind)."""
     args = _common.parser(__doc__.splitlines()[0]).parse_args()
-    # --quick changes nothing: four short processes under valgrind are quick already.
+    # --quick changes nothing: short processes under valgrind are quick already.
     # A fixed hash seed: the counts are then the same from one run to the next.
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
     env["PYTHONHASHSEED"] = "0"
-    key = "tight_instructions"
-    title = "Tight loop, instructions per pool (valgrind)"
-    cold_key = "cold_misses"
-    cold_title = "Tight loop with evicted caches, last-level misses per pool (cachegrind)"
     if shutil.which("valgrind") is None:
         results = [
             _common.result(
-                name,
-                heading,
+                key,
+                title,
                 guarded="—",
                 unguarded="—",
                 value=None,
@@ -155,47 +180,37 @@ def main() -> None:
                 limit_text="reported",
                 passed=None,
             )
-            for name, heading in ((key, title), (cold_key, cold_title))
+            for key, title in TITLES.items()
         ]
-    else:
-        _common.progress(f"{key}: valgrind, {N:,} pools, without and with the guard")
-        bare = per_pool("bare", env)
-        guarded = per_pool("guarded", env)
-        ratio = guarded / bare
-        result = _common.result(
-            key,
-            title,
-            guarded=f"{guarded:,.0f} instructions / pool",
-            unguarded=f"{bare:,.0f} instructions / pool",
-            value=ratio,
-            value_text=f"{ratio:.3f}× (+{guarded - bare:,.0f} instructions)",
-            limit_text="reported (target 2 is ≤ 2.0× in time)",
-            passed=None,
-            detail={"guarded": guarded, "bare": bare, "pools": N},
-        )
-        _common.progress(f"{cold_key}: cachegrind, {N_COLD:,} pools with evicted caches")
-        (bare_i, bare_d), (guarded_i, guarded_d) = cold_pool_misses(env)
-        bare_total, guarded_total = bare_i + bare_d, guarded_i + guarded_d
-        cold_ratio = guarded_total / bare_total
-        cold = _common.result(
-            cold_key,
-            cold_title,
-            guarded=f"{guarded_total:,.0f} misses / pool ({guarded_i:,.0f} instruction)",
-            unguarded=f"{bare_total:,.0f} misses / pool ({bare_i:,.0f} instruction)",
-            value=cold_ratio,
-            value_text=f"{cold_ratio:.3f}× (+{guarded_total - bare_total:,.0f} misses)",
-            limit_text="reported (what target 1 pays)",
-            passed=None,
-            detail={
-                "guarded_instruction": guarded_i,
-                "guarded_data": guarded_d,
-                "bare_instruction": bare_i,
-                "bare_data": bare_d,
-                "pools": N_COLD,
-            },
-        )
-        results = [result, cold]
-    _common.emit("bench_instructions", results, args.out)
+        _common.emit("bench_instructions", results, args.out)
+        return
+    _common.progress(f"tight_instructions: valgrind, {N:,} pools, without and with the guard")
+    bare = net(LOOP, "bare", N, env, False)["I"]
+    guarded = net(LOOP, "guarded", N, env, False)["I"]
+    instructions = reported(
+        "tight_instructions",
+        "instructions",
+        (bare, guarded),
+        "reported (target 2 is ≤ 2.0× in time)",
+        {"guarded": guarded, "bare": bare, "pools": N},
+    )
+    _common.progress(f"cold_misses: cachegrind, {N_COLD:,} pools with evicted caches")
+    (bare_i, bare_d), (guarded_i, guarded_d) = cold_pool_misses(env)
+    cold = reported(
+        "cold_misses",
+        "misses",
+        (bare_i + bare_d, guarded_i + guarded_d),
+        "reported (what target 1 pays)",
+        {
+            "guarded_instruction": guarded_i,
+            "guarded_data": guarded_d,
+            "bare_instruction": bare_i,
+            "bare_data": bare_d,
+            "pools": N_COLD,
+        },
+        notes=(f" ({bare_i:,.0f} instruction)", f" ({guarded_i:,.0f} instruction)"),
+    )
+    _common.emit("bench_instructions", [instructions, cold], args.out)
 
 
 if __name__ == "__main__":

@@ -763,7 +763,7 @@ class _Run:
     def __init__(self, options: argparse.Namespace) -> None:
         from . import _exit
         from ._guard import install_config
-        from ._pyproject import TABLE, resolve
+        from ._pyproject import origin, resolve
 
         self.options = options
         given = options_given(options, _config.OPTIONS)
@@ -776,13 +776,7 @@ class _Run:
             from ._baseline import cached
             from ._report import ReportFileError
 
-            # Named where the value came from (CLI > environment > file).
-            if "baseline" in given:
-                source = "--baseline"
-            elif os.environ.get(_config.ENV["baseline"], "").strip():
-                source = _config.ENV["baseline"]
-            else:
-                source = f"{settings.describe()} {TABLE} baseline"
+            source = origin("baseline", os.environ, given, settings)
             try:
                 self.baseline = cached(config.baseline)
             except ReportFileError as error:

@@ -173,6 +173,24 @@ def discover(environ: Mapping[str, str], start: Optional[str] = None) -> Setting
     return read(path, start=here)
 
 
+def origin(
+    name: str, environ: Mapping[str, str], given: Mapping[str, Any], settings: Settings
+) -> str:
+    """Where :func:`resolve` took option ``name`` from, as an error line names it.
+
+    The flag, the variable, or the file's key (the same precedence as
+    ``resolve``); the option's name when it is the default.
+    """
+    option = _config.BY_NAME[name]
+    if name in given and option.flag is not None:
+        return option.flag
+    if _config.variable(option, environ) is not None and option.env is not None:
+        return option.env
+    if name in settings.values:
+        return f"{settings.describe()}: {TABLE} {option.pyproject}"
+    return name
+
+
 def resolve(
     environ: Mapping[str, str],
     given: Mapping[str, Any],

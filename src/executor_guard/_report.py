@@ -656,9 +656,8 @@ def _render_text(data: dict[str, Any], limit: Optional[int]) -> str:
         out.append("")
         out.extend(site_text(site))
     if len(flagged) > limit:
-        more = len(flagged) - limit
         out.append(
-            f"... and {more} more {'site' if more == 1 else 'sites'} with findings "
+            f"... and {_plural(len(flagged) - limit, 'more site')} with findings "
             "(see the JSON report, or --all)"
         )
     out.extend(_groups_text(data, limit))
@@ -741,8 +740,7 @@ def render_markdown(data: dict[str, Any], *, limit: Optional[int] = 10) -> str:
         out.extend(_md_site(site, against) for site in [*shown, *known])
         if len(shown) < len(flagged):
             out.append("")
-            more = len(flagged) - len(shown)
-            out.append(f"... and {more} more {'site' if more == 1 else 'sites'} with findings.")
+            out.append(f"... and {_plural(len(flagged) - len(shown), 'more site')} with findings.")
         for site in shown:
             where = f"{short_path(site['file'])}:{site['line']} in {site['function']}"
             out.extend(["", f"<details><summary>{md_cell(where)}</summary>", "", "```text"])

@@ -296,7 +296,7 @@ def test_an_unreadable_baseline_is_named_where_it_was_set(tmp_path: Path) -> Non
     from_file = guard("app.py", cwd=project(tmp_path / "file", 'baseline = "nope.json"\n'))
     for result, source in (
         (from_env, "EXECUTOR_GUARD_BASELINE"),
-        (from_file, "pyproject.toml [tool.executor_guard] baseline"),
+        (from_file, "pyproject.toml: [tool.executor_guard] baseline"),
     ):
         assert result.returncode == 2
         (line,) = result.stderr.splitlines()

@@ -294,6 +294,18 @@ def test_a_child_forked_while_sysconfig_is_busy_can_still_create_pools() -> None
     assert status is not None and os.WEXITSTATUS(status) == 0
 
 
+def _run_forking_script(tmp_path: Path, text: str) -> str:
+    """Run ``text``, which forks and prints its child's exit status; assert 0; return stderr."""
+    script = tmp_path / "forking.py"
+    script.write_text(text)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "child 0" in done.stdout, done.stderr[-2000:]
+    return done.stderr
+
+
 _FORK_DURING_REPORT_IMPORT = """
 import os, sys, threading, time, faulthandler, warnings
 warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads
@@ -335,13 +347,7 @@ def test_a_child_forked_during_a_report_time_import_can_still_report(tmp_path: P
     (the first threshold crossing imports them) left that module's import lock
     held in the child, whose own first crossing then waited for ever. A fork now
     waits for such an import to finish (at most a few seconds)."""
-    script = tmp_path / "fork_during_import.py"
-    script.write_text(_FORK_DURING_REPORT_IMPORT)
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr
-    assert "child 0" in done.stdout, done.stderr[-2000:]
+    _run_forking_script(tmp_path, _FORK_DURING_REPORT_IMPORT)
 
 
 def test_a_pool_class_made_at_run_time_is_not_kept_alive() -> None:
@@ -484,11 +490,5 @@ def test_a_child_forked_while_another_thread_writes_a_structlog_line_can_still_l
     stderr is shared with every other WriteLogger of it (the host's, or the guard's
     own line in another thread). A fork while one held it left it held in the
     child, whose first line then waited for ever."""
-    script = tmp_path / "fork_during_log_line.py"
-    script.write_text(_FORK_DURING_HOST_LOG_LINE)
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr
-    assert "child 0" in done.stdout, done.stderr[-2000:]
-    assert "executor_churn" in done.stderr, done.stderr[-2000:]
+    stderr = _run_forking_script(tmp_path, _FORK_DURING_HOST_LOG_LINE)
+    assert "executor_churn" in stderr, stderr[-2000:]
