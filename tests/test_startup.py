@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import executor_guard
-from executor_guard import _exit, _startup
+from executor_guard import _config, _exit, _startup
 
 
 @pytest.fixture(autouse=True)
@@ -113,5 +114,46 @@ def test_a_dump_signal_of_sigterm_is_ignored_so_sigterm_still_ends_the_process()
         "executor_guard: EXECUTOR_GUARD_DUMP_SIGNAL=TERM ignored: SIGTERM must still end the "
         "process (EXECUTOR_GUARD_SIGTERM=1 writes the report before it does); choose another "
         "signal (USR1, USR2)"
+    ]
+    assert expected == result.stderr.splitlines()
+
+
+# -- the .pth line itself, run as site runs it (twice in a venv) --------------------
+
+PTH_LINE = (Path(__file__).parent.parent / "src" / "executor_guard.pth").read_text()
+
+
+def _run_pth_line(tmp_path: Path, value: str) -> subprocess.CompletedProcess[str]:
+    """Run the hook's line twice, as ``site`` does in a venv, with a stand-in package.
+
+    The stand-in ``executor_guard`` on ``sys.path`` prints when its ``_startup``
+    is imported, then fails to import it: whether the line imported the package
+    and how it says that the import failed, without touching the real one.
+    """
+    package = tmp_path / "executor_guard"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "_startup.py").write_text("print('imported')\nraise ImportError('broken')\n")
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r})\nfor _ in '12': exec({PTH_LINE!r})\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
+    env["EXECUTOR_GUARD"] = value
+    return subprocess.run(
+        [sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("value", ["", " ", *_config.FALSE, *(v.upper() for v in _config.FALSE)])
+def test_the_pth_line_imports_nothing_for_every_off_value(tmp_path: Path, value: str) -> None:
+    """The line restates _config.FALSE (it cannot import it): the two must agree."""
+    result = _run_pth_line(tmp_path, value)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_a_broken_install_is_one_line_once_and_the_program_runs(tmp_path: Path) -> None:
+    result = _run_pth_line(tmp_path, "log")
+    assert result.returncode == 0
+    assert result.stdout == "imported\nimported\n"  # both passes tried; one said so
+    expected = [
+        "executor_guard: start-up hook failed (ImportError('broken')); the guard is off"
     ]
     assert expected == result.stderr.splitlines()

@@ -3,12 +3,15 @@
 ``executor_guard.pth`` (installed next to the package in site-packages) holds a
 single line that the interpreter executes while processing site-packages::
 
-    import os; os.getenv("EXECUTOR_GUARD") and exec("...")
+    import os;"EXECUTOR_GUARD"in os.environ and exec("...")
 
-With the variable unset or empty, that line reads one environment entry and
-imports nothing; the string it would run is compiled only when the variable
-is set, and it imports this module and calls :func:`activate` unless the
-value is ``0``. A failure there is one line on stderr, once per process
+With the variable unset, that line looks up one environment entry and imports
+nothing; the string it would run is compiled only when the variable is set,
+and it imports this module and calls :func:`activate` unless the value is
+empty or off (``0``, ``false``, ``no``, ``off``: ``_config.FALSE``). The line
+is as short as it can be because ``site`` compiles it in every process, twice
+in a venv: compiling it is most of what the hook costs a process that does not
+ask for the guard. A failure there is one line on stderr, once per process
 (``site`` processes a venv's site-packages twice). :func:`activate`, in
 coverage's ``process_startup()`` manner, runs once and never raises into the
 host: a bad value prints one line naming the variable and the value and leaves
