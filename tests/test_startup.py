@@ -153,7 +153,5 @@ def test_a_broken_install_is_one_line_once_and_the_program_runs(tmp_path: Path) 
     result = _run_pth_line(tmp_path, "log")
     assert result.returncode == 0
     assert result.stdout == "imported\nimported\n"  # both passes tried; one said so
-    expected = [
-        "executor_guard: start-up hook failed (ImportError('broken')); the guard is off"
-    ]
+    expected = ["executor_guard: start-up hook failed (ImportError('broken')); the guard is off"]
     assert expected == result.stderr.splitlines()

@@ -582,8 +582,15 @@ def _on_sigterm(signum: int) -> None:
         real_signal(signum, signal.SIG_DFL)
     except Exception:
         pass
-    process = _this_process()
-    process.signalled = True
+    _this_process().signalled = True
+    if STATE.importing.defer(lambda: _finish_and_die(signum)):
+        # It landed inside this thread's import of the report modules, which
+        # cannot be used before that import is done: report right after it.
+        return
+    _finish_and_die(signum)
+
+
+def _finish_and_die(signum: int) -> None:
     try:
         finish(128 + signum)
     except BaseException:  # the process ends whatever happens to us

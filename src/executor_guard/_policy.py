@@ -362,12 +362,20 @@ class Policy:
         if config.mode == "warn":
             self._warn(crossing, frame)
         elif config.mode == "log":
-            try:
-                emit_log(event(crossing, config), config)
-            except Exception as exc:
-                if not is_ours(exc):
-                    raise
-                internal_error("logging an executor_churn event", exc)
+            if STATE.importing.defer(lambda: self._log(crossing)):
+                # A handler or finalizer landed inside this thread's import of
+                # what logging needs: log right after that import is done.
+                return
+            self._log(crossing)
+
+    def _log(self, crossing: Crossing) -> None:
+        config = self.config
+        try:
+            emit_log(event(crossing, config), config)
+        except Exception as exc:
+            if not is_ours(exc):
+                raise
+            internal_error("logging an executor_churn event", exc)
 
     def _warn(self, crossing: Crossing, frame: Optional[FrameType]) -> None:
         __tracebackhide__ = True

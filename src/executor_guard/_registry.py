@@ -182,7 +182,7 @@ class Site:
 
     # Slot order is memory order: what a pool's creation and shutdown touch
     # comes first, in two cache lines; then what counting a plain pool touches.
-    __slots__ = (
+    __slots__ = (  # noqa: RUF023 - in that order on purpose
         "attempts",
         "fast_until",
         "open",

@@ -409,3 +409,112 @@ def test_counts_stay_exact_under_a_storm_of_exceptions_from_a_signal_handler(
         assert abs(counts["created"] - counts["made"]) <= slack, counts
         assert abs(counts["ended"] - counts["made"]) <= slack, counts
         assert abs(counts["open"]) <= slack, counts
+
+
+def test_sigterm_landing_while_this_thread_imports_the_report_modules_still_reports(
+    tmp_path: Path,
+) -> None:
+    """Regression: the handler's report re-entered the half-done import of the
+    report modules ("cannot import name ... from partially initialized module"),
+    so the process died by SIGTERM without its report. The handler now waits
+    for the import it interrupted, in the same thread, then reports and dies."""
+    script = tmp_path / "scenario.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, sys
+            import executor_guard
+            from concurrent.futures import ThreadPoolExecutor
+
+            class SigtermOnImport:
+                # SIGTERM arrives while the first report imports json: its
+                # handler runs in this thread, inside that import.
+                def find_spec(self, name, path=None, target=None):
+                    if name == "json":
+                        sys.meta_path.remove(self)
+                        os.kill(os.getpid(), signal.SIGTERM)
+                    return None
+
+            assert "json" not in sys.modules
+            executor_guard.install(mode="log", sigterm=True, report_path="term.json")
+            ThreadPoolExecutor(1).shutdown()
+            sys.meta_path.insert(0, SigtermOnImport())
+            executor_guard.report()
+            print("outlived SIGTERM")
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    assert result.stdout == ""
+    assert "internal error" not in result.stderr, result.stderr
+    report = json.loads((tmp_path / "term.json").read_text())
+    assert report["totals"]["pools"] == 1
+
+
+def test_a_crossing_in_a_signal_handler_during_the_first_logs_import_is_logged(
+    tmp_path: Path,
+) -> None:
+    """Regression: a pool built by a signal handler while the first log event was
+    importing structlog crossed the threshold inside that half-done import; its
+    event was lost ("internal error while logging an executor_churn event").
+    It is logged as soon as the import is done."""
+    script = tmp_path / "scenario.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, sys
+            import executor_guard
+            from concurrent.futures import ThreadPoolExecutor
+
+            def in_handler():
+                ThreadPoolExecutor(1).shutdown()
+
+            def handler(signum, frame):
+                in_handler()
+
+            class SignalInsideStructlog:
+                # Once structlog is half imported (its first submodule), a
+                # signal handler builds a pool at a site that crosses then.
+                def find_spec(self, name, path=None, target=None):
+                    if name.startswith("structlog."):
+                        sys.meta_path.remove(self)
+                        os.kill(os.getpid(), signal.SIGUSR1)
+                    return None
+
+            def main_site():
+                ThreadPoolExecutor(1).shutdown()
+
+            assert "structlog" not in sys.modules
+            signal.signal(signal.SIGUSR1, handler)
+            executor_guard.install(mode="log", threshold=2, log_format="json")
+            in_handler()
+            main_site()
+            sys.meta_path.insert(0, SignalInsideStructlog())
+            main_site()  # crosses: its event is the first log, which imports structlog
+            print("done")
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    assert "internal error" not in result.stderr, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert sorted(e["function"] for e in events) == ["in_handler", "main_site"]
