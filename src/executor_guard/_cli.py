@@ -383,9 +383,7 @@ def render_diff(
     data: dict[str, Any], *, markdown: bool = False, limit: Optional[int] = None
 ) -> str:
     """The text (or Markdown) of a ``--diff`` document."""
-
-    def plural(count: int, noun: str) -> str:
-        return f"{count} {noun}" + ("" if count == 1 else "s")
+    from ._report import plural
 
     def side(name: str) -> str:
         figures = data[name]

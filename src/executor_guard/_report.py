@@ -376,7 +376,8 @@ def short_path(path: str, root: Optional[str] = None) -> str:
     return relative if not relative.startswith("..") else path
 
 
-def _plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str) -> str:
+    """``count noun``, the noun in the plural unless the count is 1."""
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
@@ -586,14 +587,14 @@ def _headline(data: dict[str, Any], flagged: list[dict[str, Any]]) -> str:
     window = config.get("window")
     window_text = f" within {window}s" if window else ""
     head = (
-        f"executor_guard: {_plural(totals['pools'], 'pool')} from "
-        f"{_plural(totals['sites'], 'call site')}; "
+        f"executor_guard: {plural(totals['pools'], 'pool')} from "
+        f"{plural(totals['sites'], 'call site')}; "
         f"{len(flagged)} with findings (mode {config.get('mode')}, "
         f"threshold {config.get('threshold')}{window_text})"
     )
     groups = len(Report(data).flagged_groups())
     if groups:
-        head += f"; {_plural(groups, 'library line')} churning across call sites"
+        head += f"; {plural(groups, 'library line')} churning across call sites"
     if "processes" in data:
         head += f"; merged from {len(data['processes'])} processes"
         differs = data.get("config_differs") or []
@@ -611,7 +612,7 @@ def _baseline_line(data: dict[str, Any]) -> list[str]:
     known = [s for s in data["sites"] if s.get("known")]
     with_findings = sum(1 for s in known if s["findings"])
     return [
-        f"baseline {short_path(baseline['file'])}: covered {_plural(len(known), 'known call site')}"
+        f"baseline {short_path(baseline['file'])}: covered {plural(len(known), 'known call site')}"
         f" ({with_findings} with findings, which pass) of its {baseline['entries']}"
     ]
 
@@ -631,7 +632,7 @@ def _groups_text(data: dict[str, Any], limit: Optional[int]) -> list[str]:
         out.append("")
         out.append(
             f"[churn] {group['created']} pools built at {group_location(group)} "
-            f"for {_plural(len(members), 'call site')} together "
+            f"for {plural(len(members), 'call site')} together "
             f"(threshold {data.get('config', {}).get('threshold')})"
         )
         shown = members if limit is None else members[: max(limit, 1)]
@@ -657,14 +658,14 @@ def _render_text(data: dict[str, Any], limit: Optional[int]) -> str:
         out.extend(site_text(site))
     if len(flagged) > limit:
         out.append(
-            f"... and {_plural(len(flagged) - limit, 'more site')} with findings "
+            f"... and {plural(len(flagged) - limit, 'more site')} with findings "
             "(see the JSON report, or --all)"
         )
     out.extend(_groups_text(data, limit))
     quiet = [s for s in sites if not s["findings"]]
     if quiet and flagged:
         out.append("")
-        out.append(f"{_plural(len(quiet), 'call site')} without findings; the busiest:")
+        out.append(f"{plural(len(quiet), 'call site')} without findings; the busiest:")
         for site in quiet[:3]:
             where = f"{short_path(site['file'])}:{site['line']} in {site['function']}"
             mark = " (ignored)" if site.get("ignored") else ""
@@ -672,7 +673,7 @@ def _render_text(data: dict[str, Any], limit: Optional[int]) -> str:
     ignored = [s for s in sites if s.get("ignored")]
     if ignored:
         out.append(
-            f"{_plural(len(ignored), 'call site')} ignored by --ignore "
+            f"{plural(len(ignored), 'call site')} ignored by --ignore "
             f"({sum(s['created'] for s in ignored)} pools, counted, never acted on)"
         )
     for pattern in data.get("ignore_unmatched") or ():
@@ -740,7 +741,7 @@ def render_markdown(data: dict[str, Any], *, limit: Optional[int] = 10) -> str:
         out.extend(_md_site(site, against) for site in [*shown, *known])
         if len(shown) < len(flagged):
             out.append("")
-            out.append(f"... and {_plural(len(flagged) - len(shown), 'more site')} with findings.")
+            out.append(f"... and {plural(len(flagged) - len(shown), 'more site')} with findings.")
         for site in shown:
             where = f"{short_path(site['file'])}:{site['line']} in {site['function']}"
             out.extend(["", f"<details><summary>{md_cell(where)}</summary>", "", "```text"])
