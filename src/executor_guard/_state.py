@@ -10,13 +10,14 @@ offers the two operations every part must support:
   since another thread of the parent may have held a lock at the fork and does
   not exist in the child to release it.
 
-It also owns :attr:`State.importing` (an :class:`Importing`), held around the
-imports the guard makes only when it reports (its report modules, structlog,
-psutil): a fork waits for one under way, because a module's import lock held
-by another thread at the fork is never released in the child, whose next
-report would wait for ever. A signal handler that lands inside such an import
-cannot report in that thread (the half-imported module has no names yet):
-what it has to do waits, in :meth:`Importing.defer`, until the import is done.
+It also owns :attr:`State.importing` (an :class:`Importing`), entered around
+the imports the guard makes only when it reports (its report modules,
+structlog, psutil): a fork waits for one under way in another thread, because
+a module's import lock held by another thread at the fork is never released in
+the child, whose next report would wait for ever. A signal handler that lands
+inside such an import in its own thread cannot report there (the half-imported
+module has no names yet): what it has to do waits, in :meth:`Importing.defer`,
+until the import is done.
 
 Parts are registered, not imported, so this module imports nothing of ours and
 every other module may import it without a cycle.
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import _thread
 import os
+import sys
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Protocol
+    from types import FrameType
+    from typing import Optional, Protocol
 
     class Part(Protocol):
         """What a module's state object offers the state owner."""
@@ -41,37 +44,63 @@ if TYPE_CHECKING:
         def after_fork(self) -> None: ...
 
 
-#: Seconds a fork waits at most for a report-time import in another thread.
+#: Seconds a fork waits at most for report-time imports in other threads.
 _FORK_WAIT = 5.0
 
 
 class Importing:
-    """The report-time import lock, and what waits for the imports this thread is making."""
+    """The report-time imports under way, by thread, and what waits for them.
+
+    Not a lock: no thread ever waits here for another thread's import (the
+    import system orders those), so a report can never wait for a thread that
+    is waiting for it, and an exit lost to a signal handler's exception
+    leaves nothing held. Each entry is the frame of its ``with`` block, so an
+    entry that such a lost exit left behind is recognised (its frame has
+    returned) and ignored.
+    """
 
     def __init__(self) -> None:
-        self.lock = _thread.RLock()
+        #: Thread ident -> (frame id, code) of each ``with`` block it is in, innermost last.
+        self.frames: dict[int, list[tuple[int, object]]] = {}
         self.deferred: list[Callable[[], object]] = []
 
     def __enter__(self) -> None:
-        self.lock.acquire()
+        frame = sys._getframe(1)
+        self.frames.setdefault(_thread.get_ident(), []).append((id(frame), frame.f_code))
 
     def __exit__(self, *exc_info: object) -> None:
-        self.lock.release()  # first: nothing may run between the body and the release
-        if self.deferred and not self.lock._is_owned():  # type: ignore[attr-defined]
-            self._run_deferred()
+        ident = _thread.get_ident()
+        entries = self.frames.get(ident)
+        if entries:
+            entries.pop()
+        if not entries or not _on_stack(entries, sys._getframe(1)):
+            self.frames.pop(ident, None)
+            if self.deferred:
+                self._run_deferred()
 
-    def owned(self) -> bool:
-        """Whether this thread is inside a report-time import (re-entered by a handler)."""
-        return bool(self.lock._is_owned())  # type: ignore[attr-defined]
+    def others(self) -> bool:
+        """Whether a thread other than this one is inside a report-time import now."""
+        me = _thread.get_ident()
+        busy = [ident for ident in list(self.frames) if ident != me]
+        if not busy:
+            return False
+        current = sys._current_frames()
+        for ident in busy:
+            entries = self.frames.get(ident)
+            if entries and _on_stack(list(entries), current.get(ident)):
+                return True
+        return False
 
     def defer(self, action: Callable[[], object]) -> bool:
         """Run ``action`` once this thread's report-time import is done; False if none is.
 
         For a signal handler (or a finalizer) that runs in the middle of such
-        an import: it returns, the import goes on, and ``action`` runs right
-        after it, in the same thread.
+        an import, where the half-imported module cannot be used yet: the
+        handler returns, the import goes on, and ``action`` runs right after
+        it, in the same thread.
         """
-        if not self.owned():
+        entries = self.frames.get(_thread.get_ident())
+        if not entries or not _on_stack(entries, sys._getframe(1)):
             return False
         self.deferred.append(action)
         return True
@@ -86,13 +115,23 @@ class Importing:
             action()
 
 
+def _on_stack(entries: list[tuple[int, object]], frame: Optional[FrameType]) -> bool:
+    """Whether one of ``entries`` is ``frame`` or one of its callers."""
+    wanted = set(entries)
+    while frame is not None:
+        if (id(frame), frame.f_code) in wanted:
+            return True
+        frame = frame.f_back
+    return False
+
+
 class State:
     """Every part of the package's global state, by name, in registration order."""
 
     def __init__(self) -> None:
         self.parts: dict[str, Part] = {}
         self._fork_hook = False
-        #: Held around every import made at report time (see the module docstring).
+        #: Entered around every import made at report time (see the module docstring).
         self.importing = Importing()
 
     def register(self, name: str, part: Part) -> None:
@@ -105,17 +144,16 @@ class State:
             part.reset()
 
     def before_fork(self) -> None:
-        """Before a fork: wait (a few seconds at most) for a report-time import under way."""
-        lock = self.importing.lock
-        if lock._is_owned():  # type: ignore[attr-defined]
-            return  # this thread's own import (a handler forking): nothing to wait for
-        try:
-            # Bounded: a fork is delayed by an import, never stopped by one.
-            lock.acquire(timeout=_FORK_WAIT)
-        finally:
-            # Released here even when a signal handler raised right after the acquire.
-            if lock._is_owned():  # type: ignore[attr-defined]
-                lock.release()
+        """Before a fork: wait (a few seconds at most) for report-time imports in other threads."""
+        importing = self.importing
+        if not importing.others():
+            return
+        import time
+
+        # Bounded: a fork is delayed by an import, never stopped by one.
+        deadline = time.monotonic() + _FORK_WAIT
+        while importing.others() and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def after_fork(self) -> None:
         """In a forked child: every part starts clean, with new locks."""
