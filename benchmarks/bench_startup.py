@@ -20,6 +20,13 @@ b. **Activated from the environment** — ``EXECUTOR_GUARD=log python -c pass``
    ``EXECUTOR_GUARD=log`` really installs the guard); otherwise reported as not
    available.
 
+i. **Installed, not activated, in instructions** (reported) — the same
+   ``python -c pass`` in the guarded, bare and control venvs counted by
+   valgrind (a fixed hash seed, so the counts repeat exactly), plus the control
+   venv with its ``.pth`` holding only ``import os``: the least a ``.pth``
+   that runs any code at all costs, since ``site`` compiles and runs each such
+   line (twice in a venv). Noise-free figures for what (a) measures in time.
+
 Method: the commands take turns run by run, the order rotating every round,
 each started with ``os.posix_spawn`` and timed to its exit (the spawn overhead
 is the same for all); the verdict uses the median of the per-round ratios (a)
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -41,6 +49,9 @@ from typing import Any, Optional
 import _common
 
 ENV_PREFIX = "EXECUTOR_GUARD"
+
+#: The control venv's inert ``.pth`` (run.py writes it).
+CONTROL_PTH = "_benchmark_control.pth"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -183,6 +194,88 @@ def installed_not_active(
     )
 
 
+def instructions(python: str, env: dict[str, str]) -> int:
+    """Machine instructions that ``python -c pass`` executes, counted by valgrind."""
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            python,
+            "-c",
+            "pass",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    match = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    if match is None:
+        raise RuntimeError("no instruction count in valgrind's output:\n" + done.stderr[-2000:])
+    return int(match.group(1).replace(",", ""))
+
+
+def installed_instructions(bare: str, control: Optional[str]) -> dict[str, Any]:
+    """Target 4i (reported): target 4a counted in instructions, with the floor of any hook."""
+    title = "Start-up, package installed, EXECUTOR_GUARD unset, in instructions (valgrind)"
+    if shutil.which("valgrind") is None:
+        return _common.result(
+            "startup_instructions",
+            title,
+            guarded="—",
+            unguarded="—",
+            value=None,
+            value_text="not available (no valgrind)",
+            limit_text="reported (target 4a is ≤ 1.01× in time)",
+            passed=None,
+        )
+    _common.progress("startup_instructions: valgrind, python -c pass in each venv")
+    env = clean_env(PYTHONHASHSEED="0")
+    guarded, unguarded = instructions(sys.executable, env), instructions(bare, env)
+    ratio = guarded / unguarded
+    notes, detail = [], {"guarded": guarded, "bare": unguarded}
+    if control:
+        inert = instructions(control, env)
+        site_packages = subprocess.run(
+            [control, "-c", "import site; print(site.getsitepackages()[0])"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        # The control's one .pth, holding "import os" for one count, then as it was.
+        control_pth = os.path.join(site_packages, CONTROL_PTH)
+        with open(control_pth, encoding="utf-8") as handle:
+            inert_text = handle.read()
+        try:
+            with open(control_pth, "w", encoding="utf-8") as handle:
+                handle.write("import os\n")
+            floor = instructions(control, env)
+        finally:
+            with open(control_pth, "w", encoding="utf-8") as handle:
+                handle.write(inert_text)
+        detail.update(inert_pth=inert, import_os_pth=floor)
+        notes.append(
+            f"an inert .pth alone: {inert / unguarded:.4f}×; a .pth holding only "
+            f"'import os' (the least any start-up hook costs): {floor / unguarded:.4f}×; "
+            f"executor_guard's over that floor: {guarded / floor:.4f}×"
+        )
+    return _common.result(
+        "startup_instructions",
+        title,
+        guarded=f"{guarded:,} instructions",
+        unguarded=f"{unguarded:,} instructions (venv without the package)",
+        value=ratio,
+        value_text=f"{ratio:.4f}× (+{guarded - unguarded:,} instructions)",
+        limit_text="reported (target 4a is ≤ 1.01× in time)",
+        passed=None,
+        note="; ".join(notes),
+        detail=detail,
+    )
+
+
 def pth_files(python: str) -> str:
     """The ``.pth`` files in ``python``'s site-packages, comma-separated."""
     code = (
@@ -285,7 +378,11 @@ def main() -> None:
     p.add_argument("--control", help="python of a venv like --bare plus one inert .pth file")
     args = p.parse_args()
     runs = 100 if args.quick else 300
-    results = [installed_not_active(args.bare, args.control, runs), activated(runs)]
+    results = [
+        installed_not_active(args.bare, args.control, runs),
+        installed_instructions(args.bare, args.control),
+        activated(runs),
+    ]
     _common.emit("bench_startup", results, args.out)
 
 

@@ -32,6 +32,8 @@ import subprocess
 import sys
 from typing import Any, Optional
 
+from bench_startup import CONTROL_PTH
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 WORK = os.path.join(REPO, ".benchmarks")
@@ -76,6 +78,13 @@ TARGETS: dict[str, tuple[str, str]] = {
     "startup_installed": (
         "4a. Start-up with executor_guard installed, `EXECUTOR_GUARD` unset",
         "`python -c pass` ≤ 1.01× of the same in a venv without the package",
+    ),
+    "startup_instructions": (
+        "4i. Start-up with executor_guard installed, `EXECUTOR_GUARD` unset, in instructions "
+        "(valgrind)",
+        "reported next to target 4a: the instructions `python -c pass` executes, guarded venv "
+        "÷ a venv without the package, with what an inert `.pth` and one that only runs "
+        "`import os` cost (the least any start-up hook can)",
     ),
     "startup_activated": (
         "4b. Start-up with `EXECUTOR_GUARD=log`",
@@ -182,9 +191,7 @@ def ensure_venvs(minor: str, base: str, reinstall: bool) -> tuple[str, str, str]
         text=True,
         check=True,
     ).stdout.strip()
-    with open(
-        os.path.join(site_packages, "_benchmark_control.pth"), "w", encoding="utf-8"
-    ) as handle:
+    with open(os.path.join(site_packages, CONTROL_PTH), "w", encoding="utf-8") as handle:
         handle.write("# executor_guard benchmarks: an inert .pth file (start-up control)\n")
     # Always (re)install, as a wheel (what production has: no editable path entry
     # on sys.path), so site-packages (the package, the start-up .pth) matches the
