@@ -31,6 +31,7 @@ The guard is reached only through ``active_guard()``, ``guard.config`` and
 
 from __future__ import annotations
 
+import _thread
 import operator
 import os
 import sys
@@ -42,9 +43,10 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import FrameType
-    from typing import Any, Optional
+    from typing import Any, Optional, TypeVar
 
     Action = Callable[[int], None]
+    _T = TypeVar("_T")
 
 #: The pid of the process that writes the configured report path itself;
 #: every other process writes beside it (see :func:`report_path`).
@@ -124,7 +126,7 @@ def check_report_path(configured: str) -> Optional[str]:
 class _Process:
     """What this process has decided about its ending; a forked child starts afresh."""
 
-    __slots__ = ("finisher", "pid", "reported", "signalled", "taken_over")
+    __slots__ = ("die_of", "ending", "finisher", "pid", "reported", "signalled", "taken_over")
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -134,6 +136,10 @@ class _Process:
         self.signalled = False
         #: The launcher's ending (summary, report, --fail-on): status -> status.
         self.finisher: Optional[Callable[[int], int]] = None
+        #: The thread writing this process's ending now, if any (see :func:`_ending`).
+        self.ending: Optional[int] = None
+        #: A SIGTERM that landed during that ending: the process ends by it afterwards.
+        self.die_of: Optional[int] = None
 
 
 class _Anchor:
@@ -223,10 +229,27 @@ def finish(status: int, *, figures: bool = True) -> int:
     if finisher is not None:
         process.finisher = None
         process.reported = True
-        return finisher(status)
+        return _ending(lambda: finisher(status))
     if not process.taken_over:
         _at_exit(figures=figures)
     return status
+
+
+def _ending(write: Callable[[], _T]) -> _T:
+    """Run ``write`` (this process's report, summary) as the ending under way.
+
+    A SIGTERM that lands meanwhile in this thread cannot end the process
+    there: the report would be lost half-written. The ending finishes, then
+    the process ends by that signal.
+    """
+    process = _this_process()
+    process.ending = _thread.get_ident()
+    try:
+        return write()
+    finally:
+        process.ending = None
+        if process.die_of is not None:
+            _die_of(process.die_of)
 
 
 def _wrap_os_functions() -> None:
@@ -329,6 +352,10 @@ def _at_exit(figures: bool = True) -> None:
     if process.reported or process.taken_over or not _service.registered:
         return
     process.reported = True
+    _ending(lambda: _write_at_exit(figures))
+
+
+def _write_at_exit(figures: bool) -> None:
     try:
         from ._guard import active_guard
 
@@ -582,7 +609,11 @@ def _on_sigterm(signum: int) -> None:
         real_signal(signum, signal.SIG_DFL)
     except Exception:
         pass
-    _this_process().signalled = True
+    process = _this_process()
+    process.signalled = True
+    if process.ending == _thread.get_ident():
+        process.die_of = signum  # after the report under way: see _ending
+        return
     if STATE.importing.defer(lambda: _finish_and_die(signum)):
         # It landed inside this thread's import of the report modules, which
         # cannot be used before that import is done: report right after it.

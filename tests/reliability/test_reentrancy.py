@@ -411,39 +411,44 @@ def test_counts_stay_exact_under_a_storm_of_exceptions_from_a_signal_handler(
         assert abs(counts["open"]) <= slack, counts
 
 
+_SIGTERM_ON_IMPORT = """
+import os, signal, sys
+import executor_guard
+from concurrent.futures import ThreadPoolExecutor
+
+class SigtermOnImport:
+    # SIGTERM arrives while the first report imports json: its handler
+    # runs in this thread, inside that import.
+    def find_spec(self, name, path=None, target=None):
+        if name == "json":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+assert "json" not in sys.modules
+executor_guard.install(mode="log", sigterm=True, report_path="term.json")
+ThreadPoolExecutor(1).shutdown()
+sys.meta_path.insert(0, SigtermOnImport())
+"""
+
+
+@pytest.mark.parametrize(
+    "first_report",
+    [
+        pytest.param("executor_guard.report()\nprint('outlived SIGTERM')\n", id="report-call"),
+        pytest.param("", id="report-at-exit"),
+    ],
+)
 def test_sigterm_landing_while_this_thread_imports_the_report_modules_still_reports(
-    tmp_path: Path,
+    tmp_path: Path, first_report: str
 ) -> None:
     """Regression: the handler's report re-entered the half-done import of the
     report modules ("cannot import name ... from partially initialized module"),
-    so the process died by SIGTERM without its report. The handler now waits
-    for the import it interrupted, in the same thread, then reports and dies."""
+    or found the at-exit report it interrupted already under way and skipped
+    it, so the process died by SIGTERM without its report. The handler now
+    lets the import and the report under way finish, then ends by SIGTERM."""
     script = tmp_path / "scenario.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import os, signal, sys
-            import executor_guard
-            from concurrent.futures import ThreadPoolExecutor
-
-            class SigtermOnImport:
-                # SIGTERM arrives while the first report imports json: its
-                # handler runs in this thread, inside that import.
-                def find_spec(self, name, path=None, target=None):
-                    if name == "json":
-                        sys.meta_path.remove(self)
-                        os.kill(os.getpid(), signal.SIGTERM)
-                    return None
-
-            assert "json" not in sys.modules
-            executor_guard.install(mode="log", sigterm=True, report_path="term.json")
-            ThreadPoolExecutor(1).shutdown()
-            sys.meta_path.insert(0, SigtermOnImport())
-            executor_guard.report()
-            print("outlived SIGTERM")
-            """
-        )
-    )
+    script.write_text(_SIGTERM_ON_IMPORT + first_report)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
     result = subprocess.run(
         [sys.executable, str(script)],
