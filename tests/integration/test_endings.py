@@ -742,9 +742,7 @@ def test_sigterm_during_the_launchers_ending_lets_it_finish_then_ends_by_sigterm
     """Regression: a SIGTERM landing while the launcher wrote its report and
     summary ended the process there, without either."""
     write(tmp_path / "app.py", SIGTERM_DURING_ENDING)
-    result = run(
-        [sys.executable, "-m", "executor_guard", "--report", "r.json", "app.py"], tmp_path
-    )
+    result = run([sys.executable, "-m", "executor_guard", "--report", "r.json", "app.py"], tmp_path)
     assert result.returncode == -signal.SIGTERM, result.stderr
     assert "[churn] app.py:15 in <module>" in result.stderr
     assert read(tmp_path / "r.json")["totals"]["pools"] == 12
