@@ -227,6 +227,9 @@ def finish(status: int, *, figures: bool = True) -> int:
     process = _this_process()
     finisher = process.finisher
     if finisher is not None:
+        # The ending is under way before anything a SIGTERM landing now would
+        # find done and skip (see _ending).
+        process.ending = _thread.get_ident()
         process.finisher = None
         process.reported = True
         return _ending(lambda: finisher(status))
@@ -351,6 +354,7 @@ def _at_exit(figures: bool = True) -> None:
     process = _this_process()
     if process.reported or process.taken_over or not _service.registered:
         return
+    process.ending = _thread.get_ident()  # first: see finish()
     process.reported = True
     _ending(lambda: _write_at_exit(figures))
 
@@ -665,6 +669,9 @@ def _die_of(signum: int) -> None:
     real_signal = _signals.originals[0] if _signals.originals is not None else signal.signal
     try:
         real_signal(signum, signal.SIG_DFL)
+    except Exception:  # not the main thread: the handler set SIG_DFL already
+        pass
+    try:
         os.kill(os.getpid(), signum)
     except Exception:
         pass

@@ -129,7 +129,7 @@ class Guard:
         ``process_figures=False`` leaves out psutil's figures (and its import,
         some 20 ms), for callers that only need the sites' findings.
         """
-        with STATE.importing:  # report-time imports: see _state
+        with STATE.importing():  # report-time imports: see _state
             from ._process import figures
             from ._report import Report, build
 

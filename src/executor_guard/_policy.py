@@ -45,7 +45,7 @@ def _modes(site: dict[str, Any]) -> str:
 
 def _location(site: dict[str, Any]) -> str:
     """``file:line in function``, the file shown as the summary and reports show it."""
-    with STATE.importing:  # report-time imports: see _state
+    with STATE.importing():  # report-time imports: see _state
         from ._report import short_path
 
     return f"{short_path(site['file'])}:{site['line']} in {site['function']}"
@@ -76,7 +76,7 @@ class Crossing:
 
 def message(crossing: Crossing, config: Config, site: Optional[dict[str, Any]] = None) -> str:
     """The one-paragraph explanation used by every mode."""
-    with STATE.importing:
+    with STATE.importing():
         from ._hints import hint
         from ._schema import findings
 
@@ -100,14 +100,16 @@ def message(crossing: Crossing, config: Config, site: Optional[dict[str, Any]] =
     )
 
 
-def event(crossing: Crossing, config: Config) -> dict[str, Any]:
-    """The structured ``executor_churn`` event (JSON-ready)."""
-    with STATE.importing:
+def event(
+    crossing: Crossing, config: Config, site: Optional[dict[str, Any]] = None
+) -> dict[str, Any]:
+    """The structured ``executor_churn`` event (JSON-ready); ``site``: its view, if taken."""
+    with STATE.importing():
         from ._hints import hint
         from ._process import figures
         from ._schema import findings, rate_per_min
 
-    site = crossing.view()
+    site = crossing.view() if site is None else site
     stack = site["stacks"][0][1] if site["stacks"] else ()
     data: dict[str, Any] = {
         "event": _EVENT,
@@ -149,7 +151,7 @@ def _structlog() -> Any:
     ``sys.modules`` change under it because we imported structlog. Importing
     that first keeps the probe a read.
     """
-    with STATE.importing:
+    with STATE.importing():
         import importlib.metadata  # noqa: F401 - see above
 
         import structlog
@@ -204,7 +206,7 @@ def emit_log(data: dict[str, Any], config: Config, stream: Optional[Any] = None)
     body = dict(data)
     name = body.pop("event")
     if config.log_target == "logging":
-        with STATE.importing:
+        with STATE.importing():
             import logging
 
         logger_std = logging.getLogger("executor_guard")
@@ -321,7 +323,7 @@ class Policy:
 
     def _known_churn(self, site: Site) -> bool:
         """Whether the baseline already knows churn at ``site`` (then nothing acts)."""
-        with STATE.importing:
+        with STATE.importing():
             from ._baseline import Baseline, cached
             from ._report import ReportFileError
 
@@ -362,16 +364,23 @@ class Policy:
         if config.mode == "warn":
             self._warn(crossing, frame)
         elif config.mode == "log":
-            if STATE.importing.defer(lambda: self._log(crossing)):
+            try:
+                view = crossing.view()  # the counts as of the crossing, this pool included
+            except Exception as exc:
+                if not is_ours(exc):
+                    raise
+                internal_error("logging an executor_churn event", exc)
+                return
+            if STATE.importing.defer(lambda: self._log(crossing, view)):
                 # A handler or finalizer landed inside this thread's import of
                 # what logging needs: log right after that import is done.
                 return
-            self._log(crossing)
+            self._log(crossing, view)
 
-    def _log(self, crossing: Crossing) -> None:
+    def _log(self, crossing: Crossing, view: dict[str, Any]) -> None:
         config = self.config
         try:
-            emit_log(event(crossing, config), config)
+            emit_log(event(crossing, config, view), config)
         except Exception as exc:
             if not is_ours(exc):
                 raise

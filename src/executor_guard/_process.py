@@ -17,7 +17,7 @@ def figures() -> dict[str, Optional[int]]:
     """``threads``, ``rss_bytes`` and ``fds`` of this process (None when unknown)."""
     result: dict[str, Optional[int]] = {"threads": None, "rss_bytes": None, "fds": None}
     try:
-        with STATE.importing:  # report-time import: see _state
+        with STATE.importing():  # report-time import: see _state
             import psutil
 
         process = psutil.Process()
