@@ -615,22 +615,24 @@ def _on_sigterm(signum: int) -> None:
         pass
     process = _this_process()
     process.signalled = True
-    if process.ending == _thread.get_ident():
+    if process.ending == _thread.get_ident() and _ending_on_stack(sys._getframe(1)):
         process.die_of = signum  # after the report under way: see _ending
         return
-    if STATE.importing.defer(lambda: _finish_and_die(signum)):
-        # It landed inside this thread's import of the report modules, which
-        # cannot be used before that import is done: report right after it.
-        return
-    _finish_and_die(signum)
-
-
-def _finish_and_die(signum: int) -> None:
     try:
         finish(128 + signum)
     except BaseException:  # the process ends whatever happens to us
         pass
     _die_of(signum)
+
+
+def _ending_on_stack(frame: Optional[FrameType]) -> bool:
+    """Whether the ending is really under way below ``frame`` (not a mark left by a lost exit)."""
+    codes = (finish.__code__, _at_exit.__code__, _ending.__code__)
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def write_stderr(text: str) -> None:

@@ -100,16 +100,14 @@ def message(crossing: Crossing, config: Config, site: Optional[dict[str, Any]] =
     )
 
 
-def event(
-    crossing: Crossing, config: Config, site: Optional[dict[str, Any]] = None
-) -> dict[str, Any]:
-    """The structured ``executor_churn`` event (JSON-ready); ``site``: its view, if taken."""
+def event(crossing: Crossing, config: Config) -> dict[str, Any]:
+    """The structured ``executor_churn`` event (JSON-ready)."""
     with STATE.importing():
         from ._hints import hint
         from ._process import figures
         from ._schema import findings, rate_per_min
 
-    site = crossing.view() if site is None else site
+    site = crossing.view()
     stack = site["stacks"][0][1] if site["stacks"] else ()
     data: dict[str, Any] = {
         "event": _EVENT,
@@ -365,26 +363,11 @@ class Policy:
             self._warn(crossing, frame)
         elif config.mode == "log":
             try:
-                view = crossing.view()  # the counts as of the crossing, this pool included
+                emit_log(event(crossing, config), config)
             except Exception as exc:
                 if not is_ours(exc):
                     raise
                 internal_error("logging an executor_churn event", exc)
-                return
-            if STATE.importing.defer(lambda: self._log(crossing, view)):
-                # A handler or finalizer landed inside this thread's import of
-                # what logging needs: log right after that import is done.
-                return
-            self._log(crossing, view)
-
-    def _log(self, crossing: Crossing, view: dict[str, Any]) -> None:
-        config = self.config
-        try:
-            emit_log(event(crossing, config, view), config)
-        except Exception as exc:
-            if not is_ours(exc):
-                raise
-            internal_error("logging an executor_churn event", exc)
 
     def _warn(self, crossing: Crossing, frame: Optional[FrameType]) -> None:
         __tracebackhide__ = True
