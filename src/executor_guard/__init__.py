@@ -29,7 +29,10 @@ def __getattr__(name: str) -> object:
     # Report and ReportFileError live in _report, which imports json and
     # tempfile: load it when first asked for, not at interpreter start-up.
     if name in ("Report", "ReportFileError"):
-        from . import _report
+        from ._state import STATE
+
+        with STATE.importing():  # report-time imports: see _state
+            from . import _report
 
         return getattr(_report, name)
     raise AttributeError(f"module 'executor_guard' has no attribute {name!r}")
