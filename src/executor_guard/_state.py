@@ -30,8 +30,7 @@ from _weakref import ref as _ref
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 
 if TYPE_CHECKING:
-    from types import FrameType
-    from typing import Any, Optional, Protocol
+    from typing import Any, Protocol
 
     class Part(Protocol):
         """What a module's state object offers the state owner."""
@@ -83,8 +82,9 @@ class Importing:
 
     def __init__(self) -> None:
         #: Thread ident -> weak references to its blocks under way. A thread's
-        #: list is never replaced while it may use it: a handler's block can
-        #: never orphan the block it interrupted.
+        #: list is not removed when its blocks end, so a handler's block never
+        #: orphans the block it interrupted (lists without a live block are
+        #: dropped only once many threads have one).
         self.threads: dict[int, list[Any]] = {}
 
     def __call__(self) -> _Block:
@@ -101,33 +101,21 @@ class Importing:
         return found
 
     def _prune(self) -> None:
-        """Forget the lists of threads that have ended (only theirs: see ``threads``)."""
-        alive = sys._current_frames()
-        for ident in [i for i in list(self.threads) if i not in alive]:
-            self.threads.pop(ident, None)
+        """Forget the lists that hold no block under way (those of ended threads among them)."""
+        for ident, blocks in list(self.threads.items()):
+            if not any(block() is not None for block in list(blocks)):
+                self.threads.pop(ident, None)
 
     def others(self) -> bool:
         """Whether a thread other than this one is inside a report-time block now."""
+        # Not sys._current_frames(): called from a fork hook, it left 3.9's
+        # forked process-pool workers unable to answer (CPython's
+        # test_no_stale_references, fork start method).
         me = _thread.get_ident()
-        current = sys._current_frames()
         for ident, blocks in list(self.threads.items()):
-            if ident != me and _under_way(blocks, current.get(ident)):
+            if ident != me and any(block() is not None for block in list(blocks)):
                 return True
         return False
-
-
-def _under_way(blocks: list[Any], frame: Optional[FrameType]) -> bool:
-    """Whether one of ``blocks`` is running on the stack that ``frame`` is on."""
-    codes = set()
-    for reference in list(blocks):
-        block = reference()
-        if block is not None:
-            codes.add(block.code)
-    while codes and frame is not None:
-        if frame.f_code in codes:
-            return True
-        frame = frame.f_back
-    return False
 
 
 class State:
