@@ -723,6 +723,15 @@ def matches_ignore(matcher: re.Pattern[str], key: Frame, module: str) -> bool:
     return any(matcher.match(candidate) for candidate in _ignore_candidates(key, module))
 
 
+def running(frame: Optional[FrameType], codes: tuple[object, ...]) -> bool:
+    """Whether ``frame`` or one of its callers runs one of ``codes`` (function code objects)."""
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def describe(frame: FrameType) -> Frame:
     """The recorded form of one frame."""
     code = frame.f_code

@@ -36,6 +36,7 @@ import operator
 import os
 import sys
 
+from ._callsite import running
 from ._state import STATE
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -615,7 +616,9 @@ def _on_sigterm(signum: int) -> None:
         pass
     process = _this_process()
     process.signalled = True
-    if process.ending == _thread.get_ident() and _ending_on_stack(sys._getframe(1)):
+    # The mark is trusted only with the ending on the stack: a lost exit may have left it.
+    ending = (finish.__code__, _at_exit.__code__, _ending.__code__)
+    if process.ending == _thread.get_ident() and running(sys._getframe(1), ending):
         process.die_of = signum  # after the report under way: see _ending
         return
     try:
@@ -623,16 +626,6 @@ def _on_sigterm(signum: int) -> None:
     except BaseException:  # the process ends whatever happens to us
         pass
     _die_of(signum)
-
-
-def _ending_on_stack(frame: Optional[FrameType]) -> bool:
-    """Whether the ending is really under way below ``frame`` (not a mark left by a lost exit)."""
-    codes = (finish.__code__, _at_exit.__code__, _ending.__code__)
-    while frame is not None:
-        if frame.f_code in codes:
-            return True
-        frame = frame.f_back
-    return False
 
 
 def write_stderr(text: str) -> None:

@@ -44,6 +44,7 @@ import weakref
 from array import array
 from collections import deque
 
+from ._callsite import running
 from ._diagnostics import internal_error, is_ours
 from ._state import STATE
 
@@ -877,13 +878,7 @@ def _owned_here() -> bool:
     Only consulted after a wait, to avoid waiting for ourselves: a report
     made by a signal handler or finalizer that interrupted the owner.
     """
-    frame: Any = sys._getframe(1)
-    codes = (drain.__code__, _apply_queue.__code__, owned.__code__)
-    while frame is not None:
-        if frame.f_code in codes:
-            return True
-        frame = frame.f_back
-    return False
+    return running(sys._getframe(1), (drain.__code__, _apply_queue.__code__, owned.__code__))
 
 
 def _unended(sites: list[Site]) -> list[Record]:

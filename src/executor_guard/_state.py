@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import _thread
 import os
-import sys
 from _weakref import ref as _ref
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -56,14 +55,12 @@ class _Block:
     entry that looks alive.
     """
 
-    __slots__ = ("__weakref__", "code", "imports")
+    __slots__ = ("__weakref__", "imports")
 
     def __init__(self, imports: Importing) -> None:
         self.imports = imports
-        self.code: object = None
 
     def __enter__(self) -> None:
-        self.code = sys._getframe(1).f_code
         self.imports.mine().append(_ref(self))
 
     def __exit__(self, *exc_info: object) -> None:
@@ -103,7 +100,7 @@ class Importing:
     def _prune(self) -> None:
         """Forget the lists that hold no block under way (those of ended threads among them)."""
         for ident, blocks in list(self.threads.items()):
-            if not any(block() is not None for block in list(blocks)):
+            if not _live(blocks):
                 self.threads.pop(ident, None)
 
     def others(self) -> bool:
@@ -112,10 +109,12 @@ class Importing:
         # forked process-pool workers unable to answer (CPython's
         # test_no_stale_references, fork start method).
         me = _thread.get_ident()
-        for ident, blocks in list(self.threads.items()):
-            if ident != me and any(block() is not None for block in list(blocks)):
-                return True
-        return False
+        return any(ident != me and _live(blocks) for ident, blocks in list(self.threads.items()))
+
+
+def _live(blocks: list[Any]) -> bool:
+    """Whether one of ``blocks`` (weak references) is still under way."""
+    return any(block() is not None for block in list(blocks))
 
 
 class State:

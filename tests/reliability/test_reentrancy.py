@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -437,8 +438,35 @@ def test_sigterm_landing_during_the_report_at_exit_lets_it_finish(tmp_path: Path
     """Regression: the handler found the at-exit report it interrupted already
     under way and skipped it, so the process died by SIGTERM without its
     report. The report under way now finishes, then SIGTERM ends the process."""
+    assert _report_of_a_run_ended_by_sigterm(tmp_path, _SIGTERM_ON_IMPORT)["totals"]["pools"] == 1
+
+
+def test_a_mark_left_by_a_lost_exit_never_makes_sigterm_wait(tmp_path: Path) -> None:
+    """The "ending under way" mark is checked against the stack: left behind
+    (an exception skipped the code that clears it), SIGTERM still ends the
+    process at once, with its report."""
+    scenario = textwrap.dedent(
+        """
+        import _thread, os, signal, time
+        import executor_guard
+        from executor_guard import _exit
+        from concurrent.futures import ThreadPoolExecutor
+
+        executor_guard.install(sigterm=True, report_path="term.json")
+        ThreadPoolExecutor(1).shutdown()
+        _exit._this_process().ending = _thread.get_ident()  # the mark, left behind
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        print("outlived SIGTERM")
+        """
+    )
+    assert _report_of_a_run_ended_by_sigterm(tmp_path, scenario)["totals"]["pools"] == 1
+
+
+def _report_of_a_run_ended_by_sigterm(tmp_path: Path, scenario: str) -> dict[str, Any]:
+    """Run ``scenario``; it must end by SIGTERM, print nothing, and leave ``term.json``."""
     script = tmp_path / "scenario.py"
-    script.write_text(_SIGTERM_ON_IMPORT)
+    script.write_text(scenario)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
     result = subprocess.run(
         [sys.executable, str(script)],
@@ -451,41 +479,5 @@ def test_sigterm_landing_during_the_report_at_exit_lets_it_finish(tmp_path: Path
     assert result.returncode == -signal.SIGTERM, result.stderr
     assert result.stdout == ""
     assert "internal error" not in result.stderr, result.stderr
-    report = json.loads((tmp_path / "term.json").read_text())
-    assert report["totals"]["pools"] == 1
-
-
-def test_a_mark_left_by_a_lost_exit_never_makes_sigterm_wait(tmp_path: Path) -> None:
-    """The "ending under way" mark is checked against the stack: left behind
-    (an exception skipped the code that clears it), SIGTERM still ends the
-    process at once, with its report."""
-    script = tmp_path / "scenario.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import _thread, os, signal, time
-            import executor_guard
-            from executor_guard import _exit
-            from concurrent.futures import ThreadPoolExecutor
-
-            executor_guard.install(sigterm=True, report_path="term.json")
-            ThreadPoolExecutor(1).shutdown()
-            _exit._this_process().ending = _thread.get_ident()  # the mark, left behind
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(30)
-            print("outlived SIGTERM")
-            """
-        )
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXECUTOR_GUARD")}
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        cwd=tmp_path,
-        env=env,
-    )
-    assert result.returncode == -signal.SIGTERM, result.stderr
-    assert result.stdout == ""
-    assert json.loads((tmp_path / "term.json").read_text())["totals"]["pools"] == 1
+    report: dict[str, Any] = json.loads((tmp_path / "term.json").read_text())
+    return report
