@@ -155,3 +155,24 @@ def test_a_broken_install_is_one_line_once_and_the_program_runs(tmp_path: Path) 
     assert result.stdout == "imported\nimported\n"  # both passes tried; one said so
     expected = ["executor_guard: start-up hook failed (ImportError('broken')); the guard is off"]
     assert expected == result.stderr.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("words", "module"),
+    [
+        (["-m", "executor_guard", "app.py"], "executor_guard"),
+        (["-mexecutor_guard"], "executor_guard"),
+        (["-Im", "executor_guard"], "executor_guard"),
+        (["-I", "-X", "dev", "-W", "error", "-m", "executor_guard"], "executor_guard"),
+        (["-Xdev", "-Werror", "-m", "pkg.tool"], "pkg.tool"),
+        (["--check-hash-based-pycs", "always", "-m", "pkg"], "pkg"),
+        (["app.py", "-m", "executor_guard"], None),
+        (["-c", "pass", "-m", "executor_guard"], None),
+        (["-", "-m", "executor_guard"], None),
+        (["-m"], None),
+    ],
+)
+def test_the_module_a_command_line_runs_is_read_past_the_interpreters_options(
+    words: list[str], module: str | None
+) -> None:
+    assert _startup._module_run(words) == module

@@ -821,8 +821,8 @@ class _Run:
                 os.environ.pop(option.env, None)  # this launcher's alone (see the table)
         os.environ.update(exported)
         self.guard = install_config(config)
-        # If the environment activated the guard at start-up, its at-exit writer
-        # stands down in this process: the launcher writes report and summary.
+        # The launcher writes report and summary: an at-exit writer armed in this
+        # process (the start-up hook stays out of it where it can tell) stands down.
         _exit.report_at_exit()
         _exit.take_over(self.finish)
         if config.report_path is not None:

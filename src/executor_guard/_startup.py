@@ -59,6 +59,11 @@ def activate(environ: Optional[Mapping[str, str]] = None) -> Optional[Guard]:
     if _STARTUP.done:
         return None
     _STARTUP.done = True
+    if environ is None and _is_launcher():
+        # The launcher reads this same environment itself, reports a bad value
+        # as its own usage error (status 2) and installs its own guard:
+        # activating here too would say every problem twice, differently.
+        return None
     env = os.environ if environ is None else environ
     try:
         return _activate(env)
@@ -143,6 +148,55 @@ def _activate(environ: Mapping[str, str]) -> Optional[Guard]:
     if config.sigterm and not _exit.report_on_sigterm():
         _say("EXECUTOR_GUARD_SIGTERM=1 ignored: start-up did not run in the main thread")
     return guard
+
+
+#: The launcher's console script, as ``sys.argv[0]`` names it (Windows adds ``-script``).
+_LAUNCHER_SCRIPTS = ("executor-guard", "executor-guard-script")
+
+
+def _is_launcher() -> bool:
+    """Whether this process is the launcher: ``executor-guard`` or ``python -m executor_guard``.
+
+    At start-up ``sys.argv`` holds ``-m`` in place of the module's name, so
+    ``-m`` is read from the interpreter's own command line (``sys.orig_argv``,
+    or Linux's ``/proc`` on 3.9; elsewhere 3.9 cannot tell and activates).
+    """
+    first = sys.argv[0] if sys.argv else ""
+    if os.path.splitext(os.path.basename(first))[0] in _LAUNCHER_SCRIPTS:
+        return True
+    if first != "-m":
+        return False
+    command = getattr(sys, "orig_argv", None)
+    if command is None:
+        try:
+            with open("/proc/self/cmdline", "rb") as cmdline:
+                command = os.fsdecode(cmdline.read()).split("\0")[:-1]
+        except OSError:
+            return False
+    return _module_run(command[1:]) == "executor_guard"
+
+
+def _module_run(options: list[str]) -> Optional[str]:
+    """The MODULE of ``python [options] -m MODULE ...``, given the words after ``python``."""
+    words = iter(options)
+    for word in words:
+        if word == "--check-hash-based-pycs":
+            next(words, None)
+        elif word.startswith("--"):
+            continue
+        elif not word.startswith("-") or word == "-":
+            return None  # a script, or standard input
+        else:
+            for at, letter in enumerate(word[1:], start=2):
+                if letter == "m":
+                    return word[at:] or next(words, None)
+                if letter == "c":
+                    return None
+                if letter in "XW":
+                    if not word[at:]:
+                        next(words, None)  # the value is the next word
+                    break
+    return None
 
 
 def hook_file() -> Optional[str]:

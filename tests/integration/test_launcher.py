@@ -349,6 +349,45 @@ def test_a_bad_environment_value_exits_2_naming_the_variable(tmp_path: Path) -> 
     )
 
 
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"EXECUTOR_GUARD": "bogus"}, "EXECUTOR_GUARD: invalid value 'bogus'"),
+        (
+            {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_FAIL_ON": "findings"},
+            "EXECUTOR_GUARD_FAIL_ON: invalid value 'findings'",
+        ),
+        (
+            {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_DUMP_SIGNAL": "SIGTERM"},
+            "EXECUTOR_GUARD_DUMP_SIGNAL: SIGTERM ends the program under the launcher",
+        ),
+        (
+            {"EXECUTOR_GUARD": "log", "EXECUTOR_GUARD_REPORT": "missing/r.json"},
+            "EXECUTOR_GUARD_REPORT: cannot write a report to 'missing/r.json'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["-m", "-I -m", "script"])
+def test_a_bad_environment_is_one_line_with_the_start_up_hook_armed(
+    tmp_path: Path, env: dict[str, str], fragment: str, command: str
+) -> None:
+    """Regression: with EXECUTOR_GUARD set, the start-up hook also activated in
+    the launcher's own process and said each problem a second time, with
+    another consequence ("the guard is off", "ignored") than the launcher's."""
+    write(tmp_path / "app.py", "print('should not run')")
+    if command == "script":
+        script = Path(sys.executable).with_name("executor-guard")
+        if not script.exists():
+            pytest.skip("no executor-guard script next to this interpreter")
+        result = run([str(script), "app.py"], tmp_path, env)
+    else:
+        result = guarded("app.py", cwd=tmp_path, flags=tuple(command.split()[:-1]), env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"executor-guard: error: {fragment}")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
 def test_a_bad_strict_switch_exits_2_instead_of_leaving_every_child_unguarded(
     tmp_path: Path,
 ) -> None:
