@@ -22,7 +22,9 @@ import argparse
 import gc
 import json
 import os
+import re
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Optional
@@ -161,3 +163,28 @@ def emit(script: str, results: list[dict[str, Any]], out: Optional[str]) -> None
 def progress(message: str) -> None:
     """A progress line on stderr (the driver passes it through)."""
     print(f"  [{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+#: cachegrind's simulated caches (an x86 core's L1s, a 2 MiB last level): fixed, so the
+#: figures are the same on any machine.
+CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=2097152,16,64")
+
+
+def cachegrind(argv: list[str], env: dict[str, str], caches: bool = False) -> dict[str, int]:
+    """cachegrind's totals for ``argv``: ``I`` (instructions); with ``caches``, ``LLi``/``LLd``."""
+    options = ["--cache-sim=yes", *CACHES] if caches else ["--cache-sim=no"]
+    out = subprocess.run(
+        ["valgrind", "--tool=cachegrind", *options, "--cachegrind-out-file=/dev/null", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = {}
+    for name, label in (("I", r"I\s+refs"), ("LLi", r"LLi\s+misses"), ("LLd", r"LLd\s+misses")):
+        match = re.search(label + r":\s+([\d,]+)", out.stderr)
+        if match is not None:
+            found[name] = int(match.group(1).replace(",", ""))
+    if "I" not in found or (caches and len(found) < 3):
+        raise RuntimeError("no counts in valgrind's output:\n" + out.stderr[-2000:])
+    return found

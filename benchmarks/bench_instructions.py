@@ -24,9 +24,7 @@ measures. Reported, not judged.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 import sys
 from typing import Any
 
@@ -77,38 +75,10 @@ for _ in range(int(sys.argv[2])):
     one()
 """
 
-#: Simulated caches for the cold loop: fixed, so the figure is the same on any machine.
-CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=2097152,16,64")
-
 
 def counts(loop: str, variant: str, n: int, env: dict[str, str], caches: bool) -> dict[str, int]:
     """cachegrind's totals for ``loop`` run as ``variant`` with ``n`` pools."""
-    options = ["--cache-sim=yes", *CACHES] if caches else ["--cache-sim=no"]
-    out = subprocess.run(
-        [
-            "valgrind",
-            "--tool=cachegrind",
-            *options,
-            "--cachegrind-out-file=/dev/null",
-            sys.executable,
-            "-c",
-            loop,
-            variant,
-            str(n),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found = {}
-    for name, label in (("I", r"I\s+refs"), ("LLi", r"LLi\s+misses"), ("LLd", r"LLd\s+misses")):
-        match = re.search(label + r":\s+([\d,]+)", out.stderr)
-        if match is not None:
-            found[name] = int(match.group(1).replace(",", ""))
-    if "I" not in found or (caches and len(found) < 3):
-        raise RuntimeError("no counts in valgrind's output:\n" + out.stderr[-2000:])
-    return found
+    return _common.cachegrind([sys.executable, "-c", loop, variant, str(n)], env, caches)
 
 
 def net(loop: str, variant: str, n: int, env: dict[str, str], caches: bool) -> dict[str, float]:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -196,25 +195,7 @@ def installed_not_active(
 
 def instructions(python: str, env: dict[str, str]) -> int:
     """Machine instructions that ``python -c pass`` executes, counted by valgrind."""
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            python,
-            "-c",
-            "pass",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    match = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-    if match is None:
-        raise RuntimeError("no instruction count in valgrind's output:\n" + done.stderr[-2000:])
-    return int(match.group(1).replace(",", ""))
+    return _common.cachegrind([python, "-c", "pass"], env)["I"]
 
 
 def installed_instructions(bare: str, control: Optional[str]) -> dict[str, Any]:
