@@ -30,6 +30,28 @@ def wait_for_file(path: Path, seconds: float = 30) -> bool:
     return path.exists()
 
 
+def sigterm_on_import(module: str) -> str:
+    """Source to end a scenario with: the next import of ``module`` sends this process SIGTERM.
+
+    Its handler then runs in the importing thread, inside whatever imported
+    ``module`` (the report at exit, the launcher's ending). ``module`` must
+    not be imported yet when the scenario reaches this code.
+    """
+    return f"""
+import os as _os, signal as _signal, sys as _sys
+
+class SigtermOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            _sys.meta_path.remove(self)
+            _os.kill(_os.getpid(), _signal.SIGTERM)
+        return None
+
+assert {module!r} not in _sys.modules
+_sys.meta_path.insert(0, SigtermOnImport())
+"""
+
+
 KEY = ("/app/service.py", 87, "listener")
 
 

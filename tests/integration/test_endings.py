@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from ..helpers import sigterm_on_import
 from .test_launcher import TIMEOUT, guarded, plain, run, write
 
 CHURN_LINE = 5
@@ -717,23 +718,12 @@ def test_a_program_on_standard_input_and_a_pyc_run_as_under_python(tmp_path: Pat
     assert guarded("-q", "app.pyc", cwd=tmp_path).stdout == "compiled ran\n"
 
 
+#: SIGTERM arrives while the launcher's ending imports what its report needs.
 SIGTERM_DURING_ENDING = """
-import os, signal, sys
 from concurrent.futures import ThreadPoolExecutor
-
-class SigtermOnImport:
-    # SIGTERM arrives while the launcher's ending imports what its report needs.
-    def find_spec(self, name, path=None, target=None):
-        if name == "executor_guard._process":
-            sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return None
-
-assert "executor_guard._process" not in sys.modules
 for _ in range(12):
     ThreadPoolExecutor(1).shutdown()
-sys.meta_path.insert(0, SigtermOnImport())
-"""
+""" + sigterm_on_import("executor_guard._process")
 
 
 def test_sigterm_during_the_launchers_ending_lets_it_finish_then_ends_by_sigterm(
@@ -744,5 +734,5 @@ def test_sigterm_during_the_launchers_ending_lets_it_finish_then_ends_by_sigterm
     write(tmp_path / "app.py", SIGTERM_DURING_ENDING)
     result = run([sys.executable, "-m", "executor_guard", "--report", "r.json", "app.py"], tmp_path)
     assert result.returncode == -signal.SIGTERM, result.stderr
-    assert "[churn] app.py:15 in <module>" in result.stderr
+    assert "[churn] app.py:4 in <module>" in result.stderr
     assert read(tmp_path / "r.json")["totals"]["pools"] == 12

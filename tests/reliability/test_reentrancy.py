@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from ..helpers import sigterm_on_import
+
 TIMEOUT = 90
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
@@ -413,25 +415,14 @@ def test_counts_stay_exact_under_a_storm_of_exceptions_from_a_signal_handler(
         assert counts["live"] <= slack, counts  # a record left behind: never a pool
 
 
+#: SIGTERM arrives while the report at exit imports json.
 _SIGTERM_ON_IMPORT = """
-import os, signal, sys
 import executor_guard
 from concurrent.futures import ThreadPoolExecutor
 
-class SigtermOnImport:
-    # SIGTERM arrives while the report at exit imports json: its handler
-    # runs in this thread, inside that report.
-    def find_spec(self, name, path=None, target=None):
-        if name == "json":
-            sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return None
-
-assert "json" not in sys.modules
 executor_guard.install(mode="log", sigterm=True, report_path="term.json")
 ThreadPoolExecutor(1).shutdown()
-sys.meta_path.insert(0, SigtermOnImport())
-"""
+""" + sigterm_on_import("json")
 
 
 def test_sigterm_landing_during_the_report_at_exit_lets_it_finish(tmp_path: Path) -> None:
