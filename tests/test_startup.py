@@ -176,3 +176,23 @@ def test_the_module_a_command_line_runs_is_read_past_the_interpreters_options(
     words: list[str], module: str | None
 ) -> None:
     assert _startup._module_run(words) == module
+
+
+@pytest.mark.parametrize(
+    ("argv", "command", "launcher"),
+    [
+        (["/venv/bin/executor-guard", "app.py"], None, True),
+        ([os.path.join("venv", "Scripts", "executor-guard.exe"), "app.py"], None, True),
+        (["/home/me/executor-guard.py"], None, False),
+        (["-m", "app.py"], ["python", "-m", "executor_guard", "app.py"], True),
+        (["-m", "app.py"], ["python", "-I", "-m", "executor_guard.__main__", "app.py"], True),
+        (["-m"], ["python", "-m", "json.tool"], False),
+        (["app.py", "-m", "executor_guard"], ["python", "app.py", "-m", "executor_guard"], False),
+    ],
+)
+def test_the_launchers_own_process_is_told_apart_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], command: list[str] | None, launcher: bool
+) -> None:
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "orig_argv", command or ["python", *argv], raising=False)
+    assert _startup._is_launcher() is launcher

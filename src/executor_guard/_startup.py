@@ -150,8 +150,11 @@ def _activate(environ: Mapping[str, str]) -> Optional[Guard]:
     return guard
 
 
-#: The launcher's console script, as ``sys.argv[0]`` names it (Windows adds ``-script``).
-_LAUNCHER_SCRIPTS = ("executor-guard", "executor-guard-script")
+#: ``sys.argv[0]`` of the launcher's console script, as installers write it (a
+#: program of the user's called ``executor-guard.py`` is not the launcher).
+_LAUNCHER_SCRIPTS = ("executor-guard", "executor-guard.exe", "executor-guard-script.py")
+#: The modules whose ``python -m`` is the launcher.
+_LAUNCHER_MODULES = ("executor_guard", "executor_guard.__main__")
 
 
 def _is_launcher() -> bool:
@@ -162,7 +165,7 @@ def _is_launcher() -> bool:
     or Linux's ``/proc`` on 3.9; elsewhere 3.9 cannot tell and activates).
     """
     first = sys.argv[0] if sys.argv else ""
-    if os.path.splitext(os.path.basename(first))[0] in _LAUNCHER_SCRIPTS:
+    if os.path.basename(first).lower() in _LAUNCHER_SCRIPTS:
         return True
     if first != "-m":
         return False
@@ -173,7 +176,7 @@ def _is_launcher() -> bool:
                 command = os.fsdecode(cmdline.read()).split("\0")[:-1]
         except OSError:
             return False
-    return _module_run(command[1:]) == "executor_guard"
+    return _module_run(command[1:]) in _LAUNCHER_MODULES
 
 
 def _module_run(options: list[str]) -> Optional[str]:
