@@ -196,3 +196,17 @@ def test_the_launchers_own_process_is_told_apart_at_start_up(
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setattr(sys, "orig_argv", command or ["python", *argv], raising=False)
     assert _startup._is_launcher() is launcher
+
+
+def test_a_failure_telling_the_launcher_apart_never_reaches_the_host(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken() -> bool:
+        raise RuntimeError("no argv")
+
+    monkeypatch.setattr(_startup, "_is_launcher", broken)
+    monkeypatch.setattr(_startup._STARTUP, "done", False)
+    assert _startup.activate() is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "internal error while activating from the environment (RuntimeError: no argv)" in err

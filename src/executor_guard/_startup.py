@@ -59,14 +59,13 @@ def activate(environ: Optional[Mapping[str, str]] = None) -> Optional[Guard]:
     if _STARTUP.done:
         return None
     _STARTUP.done = True
-    if environ is None and _is_launcher():
-        # The launcher reads this same environment itself, reports a bad value
-        # as its own usage error (status 2) and installs its own guard:
-        # activating here too would say every problem twice, differently.
-        return None
-    env = os.environ if environ is None else environ
     try:
-        return _activate(env)
+        if environ is None and _is_launcher():
+            # The launcher reads this same environment itself, reports a bad
+            # value as its own usage error (status 2) and installs its own
+            # guard: activating here too would say every problem twice.
+            return None
+        return _activate(os.environ if environ is None else environ)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:  # the host must start whatever happens here
